@@ -1,0 +1,13 @@
+"""Medium super-network (C=64, N=4), otherwise the SPEC defaults.
+
+python -m spos_jax.main --config=configs/medium.py --workdir=runs/medium \
+    --config.bench.path=nb201_table.csv
+"""
+from spos_jax import config as config_lib
+
+
+def get_config():
+  config = config_lib.base_config()
+  config.model.channels = 64
+  config.model.cells_per_stage = 4
+  return config

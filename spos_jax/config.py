@@ -1,0 +1,194 @@
+"""The run configuration: SPEC defaults, validation, and what may change on resume.
+
+Config files under `configs/` start from `base_config()` and change a few fields.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from spos_jax import sampling, space
+
+PRECISIONS = ('fp32', 'bf16')
+NODE_REDUCTIONS = ('sum', 'mean')
+AUGMENT_POLICIES = ('standard', 'autoaugment')
+DATA_SOURCES = ('tfds', 'npz', 'synthetic')
+BN_MODES = ('running', 'batch', 'recalibrate')
+EVAL_SCOPES = ('groups', 'all')
+
+# Keys that do not change what a run computes; a resumed run may differ in them.
+RESUMABLE_KEYS = (
+    'train.log_every_steps', 'train.checkpoint_every_steps', 'train.keep_checkpoints',
+    'train.steps_per_dispatch', 'data.path', 'data.tfds_data_dir', 'eval.', 'bench.',
+)
+
+
+class ConfigError(ValueError):
+  """A config value that is out of range, of the wrong type, or unknown."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """SPEC 2-6 defaults: the small super-network (C=32, N=2), 250 epochs, 5 seeds."""
+  c = ml_collections.ConfigDict()
+  c.seeds = (0, 1, 2, 3, 4)  # every seed trains in parallel (vmapped) in one run
+
+  c.model = ml_collections.ConfigDict()
+  c.model.channels = 32  # C of the first stage; 2C and 4C follow
+  c.model.cells_per_stage = 2  # N
+  c.model.lt_skip = False  # Linear Transformer on skip_connect (SPEC 3)
+  c.model.lt_pool = False  # Linear Transformer after avg_pool_3x3
+  c.model.pool_exclude_padding = True  # NB201; the paper's code counted the padding
+  c.model.node_reduction = 'sum'  # 'sum' (NB201, paper code) or 'mean' (paper text)
+
+  c.space = ml_collections.ConfigDict()
+  c.space.masked_ops = ''  # comma list of ops never sampled, e.g. 'none,avg_pool_3x3'
+
+  c.sampling = ml_collections.ConfigDict()
+  c.sampling.method = 'fair'  # 'fair' (strictly fair groups) or 'uniform'
+  c.sampling.topology = 'shared'  # 'shared' or 'unshared' (each cell its own path)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 250
+  c.train.batch_size = 256  # one micro-batch; a fair group is |O| of them
+  c.train.lr = 0.025
+  c.train.lr_min = 1e-5  # cosine end value
+  c.train.momentum = 0.9
+  c.train.weight_decay = 3e-4  # conv and linear kernels only
+  c.train.warmup_epochs = 0  # linear warm-up to lr (the paper's variation uses 5)
+  c.train.clip_norm = 0.0  # global L2 norm clipping; 0 disables (variation: 5)
+  c.train.label_smoothing = 0.0  # variation: 0.1 with AutoAugment
+  c.train.augment = 'standard'  # 'standard' crop+flip, or 'autoaugment' (after crop+flip)
+  c.train.precision = 'bf16'  # 'bf16' compute (fp32 params, fp32 BN stats) or 'fp32'
+  c.train.steps_per_dispatch = 10  # optimizer steps per jitted call
+  c.train.log_every_steps = 50
+  c.train.checkpoint_every_steps = 1000
+  c.train.keep_checkpoints = 3
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = 'tfds'  # 'tfds' (cifar10), 'npz' (local file) or 'synthetic'
+  c.data.path = ''  # the .npz file for source=npz
+  c.data.tfds_data_dir = ''  # tfds download/cache folder; '' = tfds default
+  c.data.split_seed = 0  # study-level: the same 45k/5k split for every run
+  c.data.val_size = 5000
+  c.data.synthetic_size = 2048  # train images for source=synthetic
+  c.data.train_subset = 0  # train on only the first N images of the split; 0 = all
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.bn_mode = 'running'  # 'running' (paper), 'batch', 'recalibrate'
+  c.eval.recalibrate_batches = 10  # training batches per arch for bn_mode=recalibrate
+  c.eval.batch_size = 1000  # validation images per forward (per arch)
+  c.eval.scope = 'groups'  # 'groups' (top-N + random, the paper) or 'all' (whole subset)
+  c.eval.top_ns = (10, 25, 50, 100, 150, 250, 500)
+  c.eval.random_size = 1000
+  c.eval.random_seed = 0
+  c.eval.name = ''  # results subfolder; '' derives it from bn_mode and scope
+
+  c.bench = ml_collections.ConfigDict()
+  c.bench.path = ''  # compact NB201 table (csv/csv.gz); '' skips ranking
+  c.bench.metric = 'cifar10_test'
+  return c
+
+
+def allowed_ops(config) -> tuple[int, ...]:
+  return space.allowed_ops_from_mask(config.space.masked_ops)
+
+
+def group_size(config) -> int:
+  """Micro-batches per optimizer step: |O| for strictly fair sampling, else 1."""
+  return len(allowed_ops(config)) if config.sampling.method == 'fair' else 1
+
+
+def _check_choice(name, value, choices):
+  if value not in choices:
+    raise ConfigError(f'{name}={value!r} is not one of {", ".join(map(repr, choices))}')
+
+
+def _check_int(name, value, low, high=None):
+  if isinstance(value, bool) or not isinstance(value, int):
+    raise ConfigError(f'{name} must be an integer, got {value!r}')
+  if value < low or (high is not None and value > high):
+    bound = f'>= {low}' if high is None else f'in {low}..{high}'
+    raise ConfigError(f'{name} must be {bound}, got {value}')
+
+
+def _check_float(name, value, low, high=None, low_open=False):
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise ConfigError(f'{name} must be a number, got {value!r}')
+  if value != value or (value <= low if low_open else value < low) or (
+      high is not None and value > high):
+    bound = ('> ' if low_open else '>= ') + str(low) + ('' if high is None else f' and <= {high}')
+    raise ConfigError(f'{name} must be {bound}, got {value}')
+
+
+def validate(config) -> None:
+  """Raise ConfigError naming the first bad field; returns None when all is well."""
+  try:
+    allowed_ops(config)
+  except space.ArchError as e:
+    raise ConfigError(f'space.masked_ops: {e}') from None
+  seeds = tuple(config.seeds)
+  if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+    raise ConfigError(f'seeds must be a non-empty tuple of integers >= 0, got {config.seeds!r}')
+  if len(set(seeds)) != len(seeds):
+    raise ConfigError(f'seeds must be distinct, got {seeds}')
+  m, t, d, e = config.model, config.train, config.data, config.eval
+  _check_int('model.channels', m.channels, 1)
+  _check_int('model.cells_per_stage', m.cells_per_stage, 1)
+  _check_choice('model.node_reduction', m.node_reduction, NODE_REDUCTIONS)
+  _check_choice('sampling.method', config.sampling.method, sampling.METHODS)
+  _check_choice('sampling.topology', config.sampling.topology, sampling.TOPOLOGIES)
+  _check_int('train.epochs', t.epochs, 1)
+  _check_int('train.batch_size', t.batch_size, 1)
+  _check_float('train.lr', t.lr, 0, low_open=True)
+  _check_float('train.lr_min', t.lr_min, 0, t.lr)
+  _check_float('train.momentum', t.momentum, 0, 1)
+  _check_float('train.weight_decay', t.weight_decay, 0)
+  _check_float('train.warmup_epochs', t.warmup_epochs, 0, t.epochs)
+  _check_float('train.clip_norm', t.clip_norm, 0)
+  _check_float('train.label_smoothing', t.label_smoothing, 0, 1)
+  _check_choice('train.augment', t.augment, AUGMENT_POLICIES)
+  _check_choice('train.precision', t.precision, PRECISIONS)
+  _check_int('train.steps_per_dispatch', t.steps_per_dispatch, 1)
+  _check_int('train.log_every_steps', t.log_every_steps, 1)
+  _check_int('train.checkpoint_every_steps', t.checkpoint_every_steps, 1)
+  _check_int('train.keep_checkpoints', t.keep_checkpoints, 1)
+  _check_choice('data.source', d.source, DATA_SOURCES)
+  if d.source == 'npz' and not d.path:
+    raise ConfigError('data.source=npz needs data.path=FILE.npz')
+  _check_int('data.split_seed', d.split_seed, 0)
+  _check_int('data.val_size', d.val_size, 1)
+  _check_int('data.synthetic_size', d.synthetic_size, 1)
+  _check_int('data.train_subset', d.train_subset, 0)
+  _check_choice('eval.bn_mode', e.bn_mode, BN_MODES)
+  _check_int('eval.recalibrate_batches', e.recalibrate_batches, 1)
+  _check_int('eval.batch_size', e.batch_size, 1)
+  _check_choice('eval.scope', e.scope, EVAL_SCOPES)
+  top_ns = tuple(e.top_ns)
+  if not top_ns or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in top_ns):
+    raise ConfigError(f'eval.top_ns must be positive integers, got {e.top_ns!r}')
+  if list(top_ns) != sorted(set(top_ns)):
+    raise ConfigError(f'eval.top_ns must be strictly increasing, got {top_ns}')
+  _check_int('eval.random_size', e.random_size, 1)
+  _check_int('eval.random_seed', e.random_seed, 0)
+
+
+def flatten(config) -> dict:
+  """{'train.lr': 0.025, ...} for comparison and logging."""
+  out = {}
+
+  def walk(prefix, node):
+    for key, value in node.items():
+      name = f'{prefix}{key}'
+      if isinstance(value, (dict, ml_collections.ConfigDict)):
+        walk(name + '.', value)
+      else:
+        out[name] = list(value) if isinstance(value, tuple) else value
+  walk('', config.to_dict() if hasattr(config, 'to_dict') else config)
+  return out
+
+
+def differing_keys(saved: dict, current: dict) -> list[str]:
+  """Flattened keys whose values differ between two configs, ignoring RESUMABLE_KEYS."""
+  keys = sorted(set(saved) | set(current))
+  return [k for k in keys
+          if not any(k == r or (r.endswith('.') and k.startswith(r)) for r in RESUMABLE_KEYS)
+          and saved.get(k, '<missing>') != current.get(k, '<missing>')]

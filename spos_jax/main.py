@@ -1,0 +1,30 @@
+"""Train a super-network and rank NAS-Bench-201 archs with it: the command line.
+
+python -m spos_jax.main --config=configs/small.py --workdir=runs/small \
+    [--config.train.epochs=10 ...]
+
+All logic lives in train.py (and evaluate.py); this file only parses flags.
+"""
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from spos_jax import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and results.')
+config_flags.DEFINE_config_file('config', None, 'A get_config() file.', lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.info('JAX devices: %s', jax.devices())
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)

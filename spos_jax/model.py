@@ -1,0 +1,322 @@
+"""The NB201 single-path super-network (SPEC 2-3) as Flax modules.
+
+One module serves three uses, with identical parameter names:
+  * single path: images [B, H, W, 3] and a path [6] (shared topology) or
+    [num_cells, 6] (unshared); each edge runs its sampled op through `nn.switch`.
+    This is the straightforward reference.
+  * fair group: images [K, B, H, W, 3], K = |allowed ops|, and a path [K, 6] or
+    [K, num_cells, 6] whose every edge column is a permutation of the allowed ops.
+    Member k is micro-batch k on path k. Every op of an edge runs exactly once, on
+    the member that drew it, so the whole strictly fair group is one static graph
+    with no conditionals and no wasted FLOPs. Shared layers (stem, reduction
+    blocks, head) normalise each member with its own batch statistics, so the
+    result equals K separate single-path forwards.
+  * stand-alone: `fixed_arch` set; each edge owns only its one op and `path` is
+    unused. Its parameters are a subset of the super-network's.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spos_jax import space
+
+# PyTorch's default conv/linear init (kaiming_uniform, a=sqrt(5)) as in the paper's code.
+torch_default_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+
+
+def _broadcast_stat(stat: jax.Array) -> jax.Array:
+  """Statistics [..., C] -> [..., 1, 1, 1, C], to meet features [..., B, H, W, C]."""
+  return stat.reshape(stat.shape[:-1] + (1, 1, 1) + stat.shape[-1:])
+
+
+class BatchNorm(nn.Module):
+  """Batch norm over [*group, B, H, W, C] with statistics per group member.
+
+  Running statistics follow PyTorch's update r <- m r + (1 - m) batch_stat. With a
+  group axis of K members the K updates are applied in member order, as K
+  sequential single-path steps would (closed form, one op). Statistics are fp32.
+  `capture` replaces the running statistics by this batch's (per member), which
+  BN recalibration averages over batches.
+  """
+  affine: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  capture: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    features = x.shape[-1]
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    if train:
+      axes = (-4, -3, -2)
+      mean = x32.mean(axes)
+      var = jnp.square(x32 - _broadcast_stat(mean)).mean(axes)
+      if not self.is_initializing():
+        if self.capture:
+          ra_mean.value, ra_var.value = mean, var
+        else:
+          ra_mean.value = self._sequential_ema(ra_mean.value, mean)
+          ra_var.value = self._sequential_ema(ra_var.value, var)
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    y = (x32 - _broadcast_stat(mean)) * jax.lax.rsqrt(
+        _broadcast_stat(var) + self.epsilon)
+    if self.affine:
+      scale = self.param('scale', nn.initializers.ones, (features,), jnp.float32)
+      bias = self.param('bias', nn.initializers.zeros, (features,), jnp.float32)
+      y = y * scale + bias
+    return y.astype(self.dtype)
+
+  def _sequential_ema(self, running, batch):
+    """Apply r <- m r + (1-m) b for each member's b in order, in closed form."""
+    if batch.ndim == 1:
+      return self.momentum * running + (1 - self.momentum) * batch
+    batch = batch.reshape(-1, batch.shape[-1])
+    k = batch.shape[0]
+    weights = (1 - self.momentum) * self.momentum ** jnp.arange(k - 1, -1, -1)
+    return self.momentum ** k * running + jnp.einsum('k,kc->c', weights, batch)
+
+
+def _flat_leading(fn, x, keep: int = 3):
+  """Apply fn to x with all but the last `keep` axes merged into one batch axis."""
+  lead = x.shape[:-keep]
+  y = fn(x.reshape((-1,) + x.shape[-keep:]))
+  return y.reshape(lead + y.shape[1:])
+
+
+def _conv(features, kernel, strides=1, name=None, dtype=jnp.float32):
+  return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
+                 padding=((kernel // 2, kernel // 2),) * 2, use_bias=False,
+                 kernel_init=torch_default_init, dtype=dtype, name=name)
+
+
+class ConvOp(nn.Module):
+  """ReLU -> conv (no bias, same padding) -> BN without affine parameters."""
+  features: int
+  kernel: int
+  bn_momentum: float
+  bn_capture: bool
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = _conv(self.features, self.kernel, dtype=self.dtype)(nn.relu(x))
+    return BatchNorm(affine=False, momentum=self.bn_momentum, capture=self.bn_capture,
+                     dtype=self.dtype)(x, train)
+
+
+class PoolOp(nn.Module):
+  """3x3 average pool, stride 1; with a Linear Transformer a 1x1 conv follows."""
+  features: int
+  exclude_padding: bool
+  linear_transformer: bool
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    del train
+    y = nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
+                    count_include_pad=not self.exclude_padding)
+    if self.linear_transformer:
+      y = _conv(self.features, 1, dtype=self.dtype)(y)
+    return y
+
+
+class SkipOp(nn.Module):
+  """Identity; with a Linear Transformer a bias-free 1x1 conv (no BN)."""
+  features: int
+  linear_transformer: bool
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    del train
+    if self.linear_transformer:
+      return _conv(self.features, 1, dtype=self.dtype)(x)
+    return x
+
+
+class ZeroOp(nn.Module):
+  """The 'none' op: zeros, so nothing flows back through this edge."""
+
+  def __call__(self, x, train: bool):
+    del train
+    return jnp.zeros_like(x)
+
+
+class Edge(nn.Module):
+  """One cell edge holding its candidate ops (or only the fixed one)."""
+  features: int
+  op_indices: tuple[int, ...]
+  lt_skip: bool
+  lt_pool: bool
+  pool_exclude_padding: bool
+  bn_momentum: float
+  bn_capture: bool
+  dtype: Any
+
+  def setup(self):
+    def make(op):
+      if op == space.NONE:
+        return ZeroOp()
+      if op == space.SKIP:
+        return SkipOp(self.features, self.lt_skip, self.dtype)
+      if op == space.POOL:
+        return PoolOp(self.features, self.pool_exclude_padding, self.lt_pool, self.dtype)
+      return ConvOp(self.features, 1 if op == space.CONV1 else 3, self.bn_momentum,
+                    self.bn_capture, self.dtype)
+    self.ops = {space.OPS[op]: make(op) for op in self.op_indices}
+
+  def _branch(self, j, train: bool):
+    # `train` is bound here, not passed as an operand: nn.switch would trace it.
+    return lambda mdl, x: mdl.ops[space.OPS[mdl.op_indices[j]]](x, train)
+
+  def fixed(self, x, train: bool):
+    (op,) = self.op_indices
+    return self.ops[space.OPS[op]](x, train)
+
+  def single(self, x, op, train: bool):
+    """x [B, H, W, C], op a traced scalar op index."""
+    branches = [self._branch(j, train) for j in range(len(self.op_indices))]
+    if self.is_initializing():  # create every op's variables
+      return sum(b(self, x) for b in branches)
+    position = _op_positions(self.op_indices)[op]
+    return nn.switch(position, branches, self, x)
+
+  def group(self, x, ops, train: bool):
+    """x [K, B, H, W, C]; ops [K] a permutation of op_indices (member k's op)."""
+    if x.shape[0] != len(self.op_indices):
+      raise ValueError(f'a fair group has one member per allowed op: '
+                       f'{len(self.op_indices)}, got {x.shape[0]}')
+    outs = []
+    for j, op in enumerate(self.op_indices):
+      member = jnp.argmax(ops == op)
+      outs.append(self._branch(j, train)(self, x[member]))
+    # outs is ordered by op; member k gets the output of the op it drew.
+    return jnp.stack(outs)[_op_positions(self.op_indices)[ops]]
+
+
+def _op_positions(op_indices: Sequence[int]) -> jax.Array:
+  """Lookup table op index -> position in op_indices (0 for ops not present)."""
+  table = np.zeros(space.NUM_OPS, np.int32)
+  table[list(op_indices)] = np.arange(len(op_indices))
+  return jnp.asarray(table)
+
+
+class Cell(nn.Module):
+  """NB201 cell: node j = sum (or mean) over i < j of edge_{j<-i}(node i)."""
+  features: int
+  op_indices: tuple[int, ...] | None  # allowed ops; None when fixed_arch is set
+  fixed_arch: tuple[int, ...] | None
+  lt_skip: bool
+  lt_pool: bool
+  pool_exclude_padding: bool
+  node_reduction: str
+  bn_momentum: float
+  bn_capture: bool
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, path, train: bool, grouped: bool):
+    nodes = [x]
+    for node in range(1, space.NUM_NODES):
+      incoming = []
+      for e, (to, frm) in enumerate(space.EDGES):
+        if to != node:
+          continue
+        ops = (self.fixed_arch[e],) if self.fixed_arch is not None else self.op_indices
+        edge = Edge(self.features, tuple(ops), self.lt_skip, self.lt_pool,
+                    self.pool_exclude_padding, self.bn_momentum, self.bn_capture,
+                    self.dtype, name=f'edge_{to}_{frm}')
+        if self.fixed_arch is not None:
+          incoming.append(edge.fixed(nodes[frm], train))
+        elif grouped:
+          incoming.append(edge.group(nodes[frm], path[..., e], train))
+        else:
+          incoming.append(edge.single(nodes[frm], path[e], train))
+      total = sum(incoming)
+      nodes.append(total / len(incoming) if self.node_reduction == 'mean' else total)
+    return nodes[-1]
+
+
+class ReductionBlock(nn.Module):
+  """ResNet basic block, stride 2 (SPEC 2); shortcut 2x2 avg-pool then 1x1 conv."""
+  features: int
+  bn_momentum: float
+  bn_capture: bool
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    bn = lambda name: BatchNorm(affine=True, momentum=self.bn_momentum,
+                                capture=self.bn_capture, dtype=self.dtype, name=name)
+    conv_a = _conv(self.features, 3, strides=2, name='conv_a', dtype=self.dtype)
+    conv_b = _conv(self.features, 3, name='conv_b', dtype=self.dtype)
+    y = _flat_leading(conv_a, nn.relu(x))
+    y = nn.relu(bn('bn_a')(y, train))
+    y = bn('bn_b')(_flat_leading(conv_b, y), train)
+    shortcut_conv = _conv(self.features, 1, name='shortcut', dtype=self.dtype)
+    shortcut = _flat_leading(
+        lambda h: shortcut_conv(nn.avg_pool(h, (2, 2), strides=(2, 2))), x)
+    return y + shortcut
+
+
+class SuperNet(nn.Module):
+  """Stem, 3 stages of N cells with 2 reduction blocks between, head (SPEC 2)."""
+  channels: int = 32
+  cells_per_stage: int = 2
+  allowed_ops: tuple[int, ...] = tuple(range(space.NUM_OPS))
+  lt_skip: bool = False
+  lt_pool: bool = False
+  pool_exclude_padding: bool = True
+  node_reduction: str = 'sum'
+  num_classes: int = 10
+  fixed_arch: tuple[int, ...] | None = None
+  bn_momentum: float = 0.9
+  bn_capture: bool = False
+  dtype: Any = jnp.float32
+
+  @property
+  def num_cells(self) -> int:
+    return 3 * self.cells_per_stage
+
+  @nn.compact
+  def __call__(self, images, path=None, *, train: bool):
+    """Logits [B, classes] (single path, stand-alone) or [K, B, classes] (fair group)."""
+    grouped = images.ndim == 5
+    if self.fixed_arch is None and path is None:
+      raise ValueError('the super-network needs a path (or set fixed_arch)')
+    if self.fixed_arch is not None and grouped:
+      raise ValueError('a stand-alone network (fixed_arch) takes images [B, H, W, 3]')
+    unshared = path is not None and path.ndim == (3 if grouped else 2)
+    bn = lambda name: BatchNorm(affine=True, momentum=self.bn_momentum,
+                                capture=self.bn_capture, dtype=self.dtype, name=name)
+    x = images.astype(self.dtype)
+    x = bn('stem_bn')(_flat_leading(_conv(self.channels, 3, name='stem', dtype=self.dtype), x),
+                      train)
+    cell_index = 0
+    for stage in range(3):
+      features = self.channels * 2 ** stage
+      if stage > 0:
+        x = ReductionBlock(features, self.bn_momentum, self.bn_capture, self.dtype,
+                           name=f'reduction_{stage}')(x, train)
+      for i in range(self.cells_per_stage):
+        cell_path = None
+        if path is not None:
+          cell_path = path[..., cell_index, :] if unshared else path
+        x = Cell(features, None if self.fixed_arch else tuple(self.allowed_ops),
+                 self.fixed_arch, self.lt_skip, self.lt_pool, self.pool_exclude_padding,
+                 self.node_reduction, self.bn_momentum, self.bn_capture, self.dtype,
+                 name=f'cell_{stage}_{i}')(x, cell_path, train, grouped)
+        cell_index += 1
+    x = nn.relu(bn('head_bn')(x, train))
+    x = x.astype(jnp.float32).mean(axis=(-3, -2))
+    return nn.Dense(self.num_classes, kernel_init=torch_default_init, name='classifier')(x)

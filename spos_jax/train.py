@@ -1,0 +1,359 @@
+"""Super-network training (SPEC 4-5): optimizer, train steps, the loop of one run.
+
+All seeds of a run train together: every array of the train state has a leading
+seed axis and the step is vmapped over it. Randomness is a pure function of
+(seed, step), so a resumed run draws exactly what the uninterrupted one would.
+
+Two train steps compute the same update for strictly fair sampling:
+  * `fair_group_step` (used): the whole group of |O| micro-batches in one static
+    graph (model.py's fair-group mode); loss = sum of micro-batch mean losses, so
+    the gradient is the SUM of the micro-batch gradients (SPEC 4).
+  * `reference_micro_step`: one micro-batch on one path through `nn.switch`,
+    accumulated by optax.MultiSteps (sum, not mean); the straightforward reference.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from spos_jax import augment
+from spos_jax import checkpoint
+from spos_jax import config as config_lib
+from spos_jax import data as data_lib
+from spos_jax import model as model_lib
+from spos_jax import sampling
+from spos_jax import workdir as workdir_lib
+
+# Streams of randomness derived from each seed.
+_INIT, _DATA, _PATH, _AUGMENT = range(4)
+
+
+@flax.struct.dataclass
+class TrainState:
+  seed: jax.Array  # int32; keys derive from it
+  step: jax.Array  # optimizer steps taken
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def create_model(config, **overrides) -> model_lib.SuperNet:
+  m = config.model
+  kwargs = dict(
+      channels=m.channels, cells_per_stage=m.cells_per_stage,
+      allowed_ops=config_lib.allowed_ops(config), lt_skip=m.lt_skip, lt_pool=m.lt_pool,
+      pool_exclude_padding=m.pool_exclude_padding, node_reduction=m.node_reduction,
+      dtype=jnp.bfloat16 if config.train.precision == 'bf16' else jnp.float32)
+  kwargs.update(overrides)
+  return model_lib.SuperNet(**kwargs)
+
+
+def steps_per_epoch(config, num_train: int) -> int:
+  """Micro-batches per epoch (the last incomplete batch of an epoch is dropped)."""
+  return data_lib.steps_per_epoch(num_train, config.train.batch_size)
+
+
+def total_steps(config, num_train: int) -> int:
+  """Optimizer steps of the run: one per fair group of |O| micro-batches."""
+  return config.train.epochs * steps_per_epoch(config, num_train) // config_lib.group_size(config)
+
+
+def learning_rate_schedule(config, num_train: int) -> optax.Schedule:
+  """Cosine lr -> lr_min over the run, after an optional linear warm-up from 0."""
+  t = config.train
+  steps = total_steps(config, num_train)
+  warmup = int(round(t.warmup_epochs * steps / t.epochs))
+  if warmup == 0:
+    return optax.cosine_decay_schedule(t.lr, steps, alpha=t.lr_min / t.lr)
+  return optax.warmup_cosine_decay_schedule(0.0, t.lr, warmup, steps, end_value=t.lr_min)
+
+
+def weight_decay_mask(params) -> Any:
+  """True for conv and linear kernels; BN parameters and biases get no decay."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+
+
+def create_optimizer(config, num_train: int) -> optax.GradientTransformation:
+  """PyTorch SGD semantics: clip the summed gradient, add decay, momentum, lr."""
+  t = config.train
+  parts = []
+  if t.clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(t.clip_norm))
+  if t.weight_decay > 0:
+    parts.append(optax.add_decayed_weights(t.weight_decay, mask=weight_decay_mask))
+  parts.append(optax.sgd(learning_rate_schedule(config, num_train), momentum=t.momentum))
+  return optax.chain(*parts)
+
+
+def init_state(model, tx, seed, image_shape=(32, 32, 3)) -> TrainState:
+  """One seed's state; vmap over seeds for a run."""
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), _INIT)
+  dummy = jnp.zeros((1,) + image_shape, jnp.float32)
+  variables = model.init(key, dummy, jnp.zeros(dummy_path_shape(model), jnp.int32), train=True)
+  params = variables['params']
+  return TrainState(seed=jnp.asarray(seed, jnp.int32), step=jnp.zeros((), jnp.int32),
+                    params=params, batch_stats=variables['batch_stats'],
+                    opt_state=tx.init(params))
+
+
+def dummy_path_shape(model) -> tuple[int, ...]:
+  return (6,)
+
+
+def init_states(model, tx, seeds) -> TrainState:
+  """All seeds' states stacked on a leading axis."""
+  init = jax.jit(jax.vmap(lambda s: init_state(model, tx, s)))
+  return init(jnp.asarray(seeds, jnp.int32))
+
+
+def _stream_key(seed, stream):
+  return jax.random.fold_in(jax.random.PRNGKey(seed), stream)
+
+
+def group_inputs(config, data: data_lib.DeviceData, seed, step):
+  """Micro-batches, labels, paths and augmentation keys of one optimizer step.
+
+  Returns images uint8 [K, B, 32, 32, 3], labels [K, B], paths [K, *edges] and
+  keys [K]; K = |O| for fair sampling, 1 for uniform. Both train steps use this, so
+  the fast and the reference path see identical inputs.
+  """
+  k = config_lib.group_size(config)
+  allowed = config_lib.allowed_ops(config)
+  num_cells = 3 * config.model.cells_per_stage if config.sampling.topology == 'unshared' else None
+  micro_steps = step * k + jnp.arange(k)
+  index_fn = functools.partial(data_lib.micro_batch_indices, num_train=data.num_train,
+                               batch_size=config.train.batch_size)
+  indices = jax.vmap(index_fn, in_axes=(None, 0))(_stream_key(seed, _DATA), micro_steps)
+  path_key = jax.random.fold_in(_stream_key(seed, _PATH), step)
+  if config.sampling.method == 'fair':
+    paths = sampling.fair_group(path_key, allowed, num_cells)
+  else:
+    paths = sampling.uniform_path(path_key, allowed, num_cells)[None]
+  aug_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+      _stream_key(seed, _AUGMENT), micro_steps)
+  return data.train_images[indices], data.train_labels[indices], paths, aug_keys
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+  """Per-example cross-entropy with targets (1-e) onehot + e/K."""
+  num_classes = logits.shape[-1]
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing) \
+      if label_smoothing else jax.nn.one_hot(labels, num_classes)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def _augment_members(config, keys, images):
+  """Augment each micro-batch with its own key: [K, B, ...] uint8 -> float."""
+  return jax.vmap(lambda k, x: augment.augment_batch(k, x, config.train.augment))(keys, images)
+
+
+def _finish_step(state, tx, grads, new_stats, loss, correct, count):
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  metrics = dict(loss=loss, accuracy=correct / count, grad_norm=optax.global_norm(grads))
+  metrics['finite'] = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       batch_stats=new_stats, opt_state=opt_state), metrics
+
+
+def fair_group_step(config, model, tx, state: TrainState, data) -> tuple[TrainState, dict]:
+  """One optimizer step on a whole group in one graph (fast path, one seed).
+
+  Strictly fair: the |O| micro-batches run as members of one fair-group forward.
+  Uniform: the group has one member and runs the single-path forward.
+  """
+  images, labels, paths, aug_keys = group_inputs(config, data, state.seed, state.step)
+  x = _augment_members(config, aug_keys, images)
+  grouped = config.sampling.method == 'fair'
+
+  def loss_fn(params):
+    variables = {'params': params, 'batch_stats': state.batch_stats}
+    if grouped:
+      logits, new_vars = model.apply(variables, x, paths, train=True, mutable=['batch_stats'])
+    else:
+      logits, new_vars = model.apply(variables, x[0], paths[0], train=True,
+                                     mutable=['batch_stats'])
+      logits = logits[None]
+    per_member = cross_entropy(logits, labels, config.train.label_smoothing).mean(-1)
+    return per_member.sum(), (new_vars['batch_stats'], logits, per_member)
+
+  grads, (new_stats, logits, per_member) = jax.grad(loss_fn, has_aux=True)(state.params)
+  correct = (logits.argmax(-1) == labels).sum()
+  return _finish_step(state, tx, grads, new_stats, per_member.mean(), correct, labels.size)
+
+
+def reference_micro_step(config, model, tx_multi, state: TrainState, data, member):
+  """Micro-step `member` of the current group, single path, via optax.MultiSteps.
+
+  tx_multi = optax.MultiSteps(tx, K, use_grad_mean=False): it sums K micro-batch
+  gradients and applies tx once. state.step counts micro-steps here.
+  """
+  k = config_lib.group_size(config)
+  group = state.step // k
+  images, labels, paths, aug_keys = group_inputs(config, data, state.seed, group)
+  x = augment.augment_batch(aug_keys[member], images[member], config.train.augment)
+
+  def loss_fn(params):
+    variables = {'params': params, 'batch_stats': state.batch_stats}
+    logits, new_vars = model.apply(variables, x, paths[member], train=True,
+                                   mutable=['batch_stats'])
+    loss = cross_entropy(logits, labels[member], config.train.label_smoothing).mean()
+    return loss, (new_vars['batch_stats'], logits)
+
+  grads, (new_stats, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
+  correct = (logits.argmax(-1) == labels[member]).sum()
+  loss = cross_entropy(logits, labels[member], config.train.label_smoothing).mean()
+  return _finish_step(state, tx_multi, grads, new_stats, loss, correct, labels[member].size)
+
+
+def make_train_chunk(config, model, tx, num_steps: int, chunk: int) -> Callable:
+  """jit(states, data) -> (states, metrics [chunk, seeds]) running `chunk` steps.
+
+  chunk > 1 scans the steps in one dispatch (fewer launches on a GPU); steps past
+  num_steps are skipped and marked invalid, so one compiled function serves every
+  chunk. chunk == 1 is a plain step: XLA:CPU runs convolutions inside loops about
+  10x slower than outside, so CPU configs dispatch one step at a time.
+  """
+  step_fn = jax.vmap(lambda s, d: fair_group_step(config, model, tx, s, d), in_axes=(0, None))
+
+  def one_step(states, data):
+    new_states, metrics = step_fn(states, data)
+    return new_states, jax.tree.map(lambda m: m[None], dict(
+        metrics, valid=jnp.ones_like(metrics['finite'])))
+
+  def scanned(states, data):
+    def body(states, _):
+      def run(states):
+        new_states, metrics = step_fn(states, data)
+        return new_states, dict(metrics, valid=jnp.ones_like(metrics['finite']))
+
+      def skip(states):
+        shapes = jax.eval_shape(step_fn, states, data)[1]
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        return states, dict(zeros, valid=jnp.zeros_like(zeros['finite']))
+      return jax.lax.cond(states.step[0] < num_steps, run, skip, states)
+    return jax.lax.scan(body, states, None, length=chunk)
+
+  return jax.jit(one_step if chunk == 1 else scanned, donate_argnums=0)
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rest = divmod(seconds, 3600)
+  return f'{h}h{rest // 60:02d}m' if h else f'{rest // 60}m{rest % 60:02d}s'
+
+
+class DivergenceError(RuntimeError):
+  """A non-finite loss or gradient; the last good checkpoint is kept."""
+
+
+def _check_finite(metrics, states_before_step, config, workdir):
+  bad = np.asarray(metrics['valid'], bool) & ~np.asarray(metrics['finite'], bool)
+  if not bad.any():
+    return
+  step_row, seed_col = np.argwhere(bad)[0]
+  step = int(np.asarray(states_before_step)[0]) + int(step_row) + 1
+  seed = tuple(config.seeds)[int(seed_col)]
+  message = (f'non-finite loss or gradient at optimizer step {step}, seed {seed} '
+             f'(lr={config.train.lr}, precision={config.train.precision}, '
+             f'masked_ops={config.space.masked_ops!r}); the last good checkpoint is kept')
+  workdir_lib.mark_failed(workdir, message)
+  raise DivergenceError(message)
+
+
+def load_device_data(config) -> data_lib.DeviceData:
+  """The configured data set on the device: 45k/5k split, optional train subset."""
+  d = config.data
+  arrays = data_lib.load_arrays(d.source, d.path, d.tfds_data_dir, d.synthetic_size,
+                                d.split_seed)
+  data = data_lib.to_device(arrays, d.val_size, d.split_seed)
+  if d.train_subset:
+    if d.train_subset > data.num_train:
+      raise config_lib.ConfigError(f'data.train_subset={d.train_subset} exceeds the '
+                                   f'{data.num_train} training images')
+    data = data.replace(train_images=data.train_images[:d.train_subset],
+                        train_labels=data.train_labels[:d.train_subset])
+  return data
+
+
+def train(config, workdir: str, *, stop_after_steps: int | None = None) -> TrainState:
+  """Train every seed of the run; resume from the newest checkpoint in workdir.
+
+  stop_after_steps ends this call early (for tests and time-limited jobs); the
+  same call again resumes.
+  """
+  config_lib.validate(config)
+  workdir_lib.prepare(workdir, config)
+  data = load_device_data(config)
+  model = create_model(config)
+  tx = create_optimizer(config, data.num_train)
+  num_steps = total_steps(config, data.num_train)
+  states = init_states(model, tx, tuple(config.seeds))
+  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
+  states = ckpt.restore_latest(states)
+  chunk = min(config.train.steps_per_dispatch, num_steps)
+  train_chunk = make_train_chunk(config, model, tx, num_steps, chunk)
+  schedule = learning_rate_schedule(config, data.num_train)
+  images_per_step = len(config.seeds) * config_lib.group_size(config) * config.train.batch_size
+  micro_per_epoch = steps_per_epoch(config, data.num_train)
+  writer = workdir_lib.summary_writer(workdir)
+  step = int(np.asarray(states.step)[0])
+  if step:
+    logging.info('resumed from step %d of %d', step, num_steps)
+  last_saved, last_logged, start = step, step, time.time()
+  t_log, step_log = start, step
+  while step < num_steps and (stop_after_steps is None or step < stop_after_steps):
+    steps_before = states.step
+    steps_before_host = np.asarray(steps_before)
+    states, metrics = train_chunk(states, data)
+    metrics = jax.device_get(metrics)
+    _check_finite(metrics, steps_before_host, config, workdir)
+    step = int(np.asarray(states.step)[0])
+    if step - last_logged >= config.train.log_every_steps or step == num_steps:
+      now = time.time()
+      rate = (step - step_log) * images_per_step / max(now - t_log, 1e-9)
+      valid = np.asarray(metrics['valid'], bool)[:, 0]
+      loss = float(np.asarray(metrics['loss'])[valid].mean())
+      acc = float(np.asarray(metrics['accuracy'])[valid].mean())
+      lr = float(schedule(step - 1))
+      epoch = step * config_lib.group_size(config) / micro_per_epoch
+      eta = (num_steps - step) * images_per_step / max(rate, 1e-9)
+      logging.info('epoch %.2f/%d step %d/%d loss %.4f acc %.3f lr %.5f %.0f img/s ETA %s',
+                   epoch, config.train.epochs, step, num_steps, loss, acc, lr, rate,
+                   _format_eta(eta))
+      writer.add_scalar('train/loss', loss, step)
+      writer.add_scalar('train/accuracy', acc, step)
+      writer.add_scalar('train/learning_rate', lr, step)
+      writer.add_scalar('train/images_per_second', rate, step)
+      for i, seed in enumerate(config.seeds):
+        writer.add_scalar(f'train/loss_seed_{seed}',
+                          float(np.asarray(metrics['loss'])[valid, i].mean()), step)
+      writer.flush()
+      last_logged, t_log, step_log = step, now, step
+    if step - last_saved >= config.train.checkpoint_every_steps or step == num_steps:
+      ckpt.save(step, states)
+      last_saved = step
+  ckpt.save(step, states)
+  ckpt.close()
+  writer.close()
+  if step == num_steps:
+    workdir_lib.mark_trained(workdir, step)
+  return states
+
+
+def train_and_evaluate(config, workdir: str) -> None:
+  """The main job: train all seeds, then rank the bench's archs with each."""
+  states = train(config, workdir)
+  if config.bench.path:
+    from spos_jax import evaluate  # pylint: disable=g-import-not-at-top
+    evaluate.evaluate_run(config, workdir, states)
+  else:
+    logging.info('bench.path is empty: training only, no ranking')

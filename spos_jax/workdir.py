@@ -1,0 +1,140 @@
+"""The run folder: its config record, reproducibility record, markers and logs.
+
+WORKDIR/config.json   the resolved config (a rerun with other results-changing
+                      values is refused, naming the keys)
+WORKDIR/run_info.json package versions, device, git commit, data split seed
+WORKDIR/TRAINED       written when training finished; FAILED holds why a run stopped
+WORKDIR/tb/           TensorBoard event files
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+
+import jax
+
+from spos_jax import config as config_lib
+
+CONFIG_FILE = 'config.json'
+RUN_INFO_FILE = 'run_info.json'
+TRAINED_MARKER = 'TRAINED'
+FAILED_MARKER = 'FAILED'
+_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'scipy',
+             'ml_collections', 'tensorflow-datasets')
+
+
+class WorkdirError(RuntimeError):
+  """The workdir cannot be used: unwritable, or it holds another config's run."""
+
+
+def write_json_atomic(path: str, payload) -> None:
+  """Write JSON to a temporary file and rename it: readers never see half a file."""
+  folder = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.json')
+  with os.fdopen(fd, 'w') as f:
+    json.dump(payload, f, indent=2, sort_keys=True, default=str)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def _check_writable(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=workdir, prefix='.write-probe-')
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(f'workdir {workdir!r} is not writable: {e}') from None
+
+
+def load_config_record(workdir: str) -> dict | None:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise WorkdirError(f'{path} is unreadable ({e}); move it away or use a new workdir') from None
+
+
+def prepare(workdir: str, config) -> None:
+  """Create/check the workdir before any training work, and record the config.
+
+  A workdir that holds a run of a different config is refused (nothing is
+  overwritten); keys that do not change results (config.RESUMABLE_KEYS) may differ.
+  """
+  _check_writable(workdir)
+  current = config_lib.flatten(config)
+  saved = load_config_record(workdir)
+  if saved is None and os.path.isdir(os.path.join(workdir, 'checkpoints')) and os.listdir(
+      os.path.join(workdir, 'checkpoints')):
+    raise WorkdirError(f'{workdir} holds checkpoints but no {CONFIG_FILE}; refusing to mix runs')
+  if saved is not None:
+    differing = config_lib.differing_keys(saved, current)
+    if differing:
+      details = ', '.join(f'{k}: {saved.get(k, "<missing>")!r} -> {current.get(k, "<missing>")!r}'
+                          for k in differing[:10])
+      raise WorkdirError(
+          f'{workdir} holds a run of a different config ({len(differing)} keys differ: '
+          f'{details}); use another --workdir or rerun with the saved values')
+  write_json_atomic(os.path.join(workdir, CONFIG_FILE), current)
+  write_json_atomic(os.path.join(workdir, RUN_INFO_FILE), run_info(config))
+  failed = os.path.join(workdir, FAILED_MARKER)
+  if os.path.exists(failed):
+    os.remove(failed)  # a new attempt; a new failure writes it again
+
+
+def _package_versions() -> dict:
+  versions = {}
+  for name in _PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  return versions
+
+
+def _git_commit() -> str:
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=here, capture_output=True,
+                         text=True, timeout=5, check=True)
+    return out.stdout.strip() or 'unknown'
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown'
+
+
+def run_info(config) -> dict:
+  """What produced this run: versions, device, commit, data split."""
+  devices = jax.devices()
+  return dict(
+      packages=_package_versions(), python=platform.python_version(),
+      device_kind=devices[0].device_kind, platform=devices[0].platform,
+      device_count=len(devices), git_commit=_git_commit(),
+      data_split_seed=config.data.split_seed, data_source=config.data.source,
+      data_path=config.data.path)
+
+
+def mark_failed(workdir: str, message: str) -> None:
+  with open(os.path.join(workdir, FAILED_MARKER), 'w') as f:
+    f.write(message + '\n')
+
+
+def mark_trained(workdir: str, step: int) -> None:
+  with open(os.path.join(workdir, TRAINED_MARKER), 'w') as f:
+    f.write(f'{step}\n')
+
+
+def is_trained(workdir: str) -> bool:
+  return os.path.exists(os.path.join(workdir, TRAINED_MARKER))
+
+
+def summary_writer(workdir: str):
+  """TensorBoard writer for WORKDIR/tb (tensorboardX, imported when used)."""
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  return SummaryWriter(os.path.join(workdir, 'tb'))
