@@ -76,6 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.bn_mode = 'running'  # 'running' (paper), 'batch', 'recalibrate'
   c.eval.recalibrate_batches = 10  # training batches per arch for bn_mode=recalibrate
   c.eval.batch_size = 1000  # validation images per forward (per arch)
+  c.eval.groups_per_call = 8  # fair groups of |O| archs scored per jitted call
   c.eval.scope = 'groups'  # 'groups' (top-N + random, the paper) or 'all' (whole subset)
   c.eval.top_ns = (10, 25, 50, 100, 150, 250, 500)
   c.eval.random_size = 1000
@@ -161,6 +162,7 @@ def validate(config) -> None:
   _check_choice('eval.bn_mode', e.bn_mode, BN_MODES)
   _check_int('eval.recalibrate_batches', e.recalibrate_batches, 1)
   _check_int('eval.batch_size', e.batch_size, 1)
+  _check_int('eval.groups_per_call', e.groups_per_call, 1)
   _check_choice('eval.scope', e.scope, EVAL_SCOPES)
   top_ns = tuple(e.top_ns)
   if not top_ns or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in top_ns):
@@ -192,3 +194,27 @@ def differing_keys(saved: dict, current: dict) -> list[str]:
   return [k for k in keys
           if not any(k == r or (r.endswith('.') and k.startswith(r)) for r in RESUMABLE_KEYS)
           and saved.get(k, '<missing>') != current.get(k, '<missing>')]
+
+
+def set_flat(config, key: str, value) -> None:
+  """config['a.b.c'] = value, with lists turned back into tuples; unknown keys fail."""
+  *parents, leaf = key.split('.')
+  node = config
+  for part in parents:
+    if part not in node:
+      raise ConfigError(f'unknown config key {key!r}')
+    node = node[part]
+  if leaf not in node:
+    raise ConfigError(f'unknown config key {key!r}')
+  try:
+    node[leaf] = tuple(value) if isinstance(value, list) else value
+  except TypeError as e:
+    raise ConfigError(f'{key}: {e}') from None
+
+
+def from_flat(flat: dict) -> ml_collections.ConfigDict:
+  """Rebuild a config from `flatten` output (e.g. a run's config.json)."""
+  config = base_config()
+  for key, value in flat.items():
+    set_flat(config, key, value)
+  return config

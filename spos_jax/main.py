@@ -11,6 +11,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from spos_jax import cli
 from spos_jax import train
 
 FLAGS = flags.FLAGS
@@ -27,4 +28,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.reporting_user_errors(main, (train.DivergenceError,)))

@@ -172,3 +172,58 @@ def coset_base(archs: np.ndarray, allowed: Sequence[int]) -> np.ndarray:
   allowed = np.asarray(allowed)
   pos = np.searchsorted(allowed, np.asarray(archs))
   return allowed[(pos - pos[..., :1]) % len(allowed)].astype(np.int32)
+
+
+def pack_fair_groups(archs: np.ndarray, allowed: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+  """Pack archs into fair groups of K = |allowed| paths, for one-forward scoring.
+
+  In a fair group every edge column is a permutation of the allowed ops, so the
+  fair-group forward runs each op once per edge. Complete cosets become groups as
+  they are; the other archs are packed greedily with archs that differ from every
+  member at every edge, and the free slots are filled with the ops left over
+  (filler paths, scored and discarded).
+
+  Returns paths [G, K, 6] and owner [G, K]: the row of `archs` each path scores,
+  -1 for fillers. Every arch is owned exactly once.
+  """
+  allowed = np.asarray(allowed)
+  k = len(allowed)
+  archs = np.asarray(archs)
+  if not uses_only(archs, allowed).all():
+    raise ArchError('an arch to pack uses an op outside the allowed set')
+  pos = np.searchsorted(allowed, archs)  # op positions 0..K-1
+  groups = []  # lists of rows
+  base_codes = arch_code(coset_base(archs, allowed))
+  _, inverse, counts = np.unique(base_codes, return_inverse=True, return_counts=True)
+  full = counts[inverse] == k
+  for code in np.unique(base_codes[full]):
+    groups.append(list(np.nonzero(full & (base_codes == code))[0]))
+  free = ~full
+  for start in np.nonzero(~full)[0]:
+    if not free[start]:
+      continue
+    free[start] = False
+    members = [start]
+    used = np.zeros((NUM_EDGES, k), bool)
+    used[np.arange(NUM_EDGES), pos[start]] = True
+    while len(members) < k:
+      candidates = np.nonzero(free)[0]
+      compatible = ~used[np.arange(NUM_EDGES), pos[candidates]].any(-1)
+      if not compatible.any():
+        break
+      pick = candidates[np.argmax(compatible)]
+      free[pick] = False
+      members.append(pick)
+      used[np.arange(NUM_EDGES), pos[pick]] = True
+    groups.append(members)
+  paths = np.zeros((len(groups), k, NUM_EDGES), np.int32)
+  owner = np.full((len(groups), k), -1, np.int64)
+  for g, members in enumerate(groups):
+    owner[g, :len(members)] = members
+    group_pos = np.zeros((k, NUM_EDGES), np.int64)
+    group_pos[:len(members)] = pos[members]
+    for e in range(NUM_EDGES):
+      left = np.setdiff1d(np.arange(k), pos[members, e])
+      group_pos[len(members):, e] = left
+    paths[g] = allowed[group_pos]
+  return paths, owner

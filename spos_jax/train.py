@@ -284,7 +284,8 @@ def load_device_data(config) -> data_lib.DeviceData:
   return data
 
 
-def train(config, workdir: str, *, stop_after_steps: int | None = None) -> TrainState:
+def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
+          stop_after_steps: int | None = None) -> TrainState:
   """Train every seed of the run; resume from the newest checkpoint in workdir.
 
   stop_after_steps ends this call early (for tests and time-limited jobs); the
@@ -292,7 +293,8 @@ def train(config, workdir: str, *, stop_after_steps: int | None = None) -> Train
   """
   config_lib.validate(config)
   workdir_lib.prepare(workdir, config)
-  data = load_device_data(config)
+  if data is None:
+    data = load_device_data(config)
   model = create_model(config)
   tx = create_optimizer(config, data.num_train)
   num_steps = total_steps(config, data.num_train)
@@ -351,9 +353,15 @@ def train(config, workdir: str, *, stop_after_steps: int | None = None) -> Train
 
 def train_and_evaluate(config, workdir: str) -> None:
   """The main job: train all seeds, then rank the bench's archs with each."""
-  states = train(config, workdir)
+  from spos_jax import evaluate  # pylint: disable=g-import-not-at-top  (evaluate imports train)
+  config_lib.validate(config)
   if config.bench.path:
-    from spos_jax import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.evaluate_run(config, workdir, states)
-  else:
+    evaluate.load_ranking_bench(config)  # a bad bench file fails now, not after training
+  data = load_device_data(config)
+  states = train(config, workdir, data)
+  if not config.bench.path:
     logging.info('bench.path is empty: training only, no ranking')
+  elif evaluate.results_complete(config, workdir):
+    logging.info('results of this run exist already; nothing to evaluate')
+  else:
+    evaluate.evaluate_run(config, workdir, states, data)

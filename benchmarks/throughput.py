@@ -1,0 +1,178 @@
+"""Throughput of training and arch scoring, fast path vs reference, one JSON line each.
+
+python benchmarks/throughput.py --size=small [--seeds=1] [--precision=bf16]
+
+Synthetic data (45k train / 5k val images on the device). Measurements:
+  train/fast       whole strictly fair groups in one graph (train.make_train_chunk)
+  train/reference  |O| single-path micro-steps (nn.switch) under optax.MultiSteps,
+                   scanned in one dispatch per group
+  eval/fast        coset-batched scoring (evaluate.score_archs), 5000 images per arch
+  eval/reference   one arch at a time, single-path forward
+images_per_s counts the images of all seeds; compile_s is the first call minus a
+steady call. peak_memory_gb is the device's peak (None where the backend has none).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import optax  # pylint: disable=g-import-not-at-top
+
+from spos_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+from spos_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+from spos_jax import evaluate  # pylint: disable=g-import-not-at-top
+from spos_jax import space  # pylint: disable=g-import-not-at-top
+from spos_jax import train  # pylint: disable=g-import-not-at-top
+
+SIZES = {'tiny': (8, 1), 'small': (32, 2), 'medium': (64, 4), 'wide': (96, 2)}
+
+
+def bench_config(args):
+  c = config_lib.base_config()
+  c.model.channels, c.model.cells_per_stage = SIZES[args.size]
+  c.seeds = tuple(range(args.seeds))
+  c.train.precision = args.precision
+  c.train.batch_size = args.batch_size
+  c.train.steps_per_dispatch = args.steps_per_dispatch
+  c.data.source = 'synthetic'
+  c.data.synthetic_size = args.train_images + args.val_images
+  c.data.val_size = args.val_images
+  c.eval.batch_size = min(1000, args.val_images)
+  c.eval.groups_per_call = args.groups_per_call
+  return c
+
+
+def device_record() -> dict:
+  device = jax.devices()[0]
+  try:
+    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                            text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    commit = ''
+  return dict(device=device.device_kind, platform=device.platform, jax=jax.__version__,
+              commit=commit or 'unknown')
+
+
+def peak_memory_gb():
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get('peak_bytes_in_use')
+  return None if peak is None else round(peak / 2**30, 2)
+
+
+def timed(fn, *args):
+  start = time.perf_counter()
+  out = fn(*args)
+  jax.block_until_ready(out)
+  return out, time.perf_counter() - start
+
+
+def emit(record: dict) -> None:
+  print(json.dumps(record), flush=True)
+
+
+def steady_seconds(run, states, data, min_seconds):
+  """(compile seconds, seconds per call) of a donating step function."""
+  (states, _), first = timed(run, states, data)
+  (states, _), steady = timed(run, states, data)
+  repeats = max(1, int(np.ceil(min_seconds / max(steady, 1e-6))))
+  start = time.perf_counter()
+  for _ in range(repeats):
+    states, _ = run(states, data)
+  jax.block_until_ready(states)
+  return first - steady, (time.perf_counter() - start) / repeats
+
+
+def measure_train_fast(c, data, base, min_seconds):
+  model = train.create_model(c)
+  tx = train.create_optimizer(c, data.num_train)
+  states = train.init_states(model, tx, c.seeds)
+  chunk = c.train.steps_per_dispatch
+  run = train.make_train_chunk(c, model, tx, 10**9, chunk)
+  compile_s, per_call = steady_seconds(run, states, data, min_seconds)
+  images = len(c.seeds) * config_lib.group_size(c) * c.train.batch_size * chunk
+  emit(dict(base, benchmark='train', path='fast', steps_per_dispatch=chunk,
+            images_per_s=round(images / per_call, 1), compile_s=round(compile_s, 2),
+            peak_memory_gb=peak_memory_gb()))
+
+
+def measure_train_reference(c, data, base, min_seconds):
+  model = train.create_model(c)
+  k = config_lib.group_size(c)
+  tx = optax.MultiSteps(train.create_optimizer(c, data.num_train), k, use_grad_mean=False)
+  states = train.init_states(model, tx, c.seeds)
+
+  def group(states, data):
+    def micro(states, member):
+      return jax.vmap(lambda s: train.reference_micro_step(c, model, tx, s, data, member))(states)
+    return jax.lax.scan(micro, states, jnp.arange(k))
+
+  compile_s, per_call = steady_seconds(jax.jit(group, donate_argnums=0), states, data,
+                                       min_seconds)
+  images = len(c.seeds) * k * c.train.batch_size
+  emit(dict(base, benchmark='train', path='reference', steps_per_dispatch=1,
+            images_per_s=round(images / per_call, 1), compile_s=round(compile_s, 2),
+            peak_memory_gb=peak_memory_gb()))
+
+
+def measure_eval(c, data, base, fast: bool, num_archs: int):
+  model = train.create_model(c)
+  tx = train.create_optimizer(c, data.num_train)
+  states = train.init_states(model, tx, (0,))
+  params, batch_stats = evaluate.seed_variables(states, 0)
+  rng = np.random.default_rng(0)
+  archs = space.all_archs()[rng.choice(space.NUM_ARCHS, num_archs, replace=False)]
+  if fast:  # whole cosets, as full-space scoring runs them
+    bases = np.unique(space.coset_base(archs, tuple(range(5))), axis=0)
+    archs = space.coset_members(bases, tuple(range(5))).reshape(-1, 6)
+  score = evaluate.score_archs if fast else evaluate.score_archs_one_by_one
+  warm = archs[:5] if not fast else archs[:5 * c.eval.groups_per_call]
+  _, first = timed(lambda: score(c, model, params, batch_stats, warm, data))
+  _, elapsed = timed(lambda: score(c, model, params, batch_stats, archs, data))
+  emit(dict(base, benchmark='eval', path='fast' if fast else 'reference',
+            archs=len(archs), val_images=data.num_val,
+            archs_per_s=round(len(archs) / elapsed, 2),
+            first_call_s=round(first, 2), peak_memory_gb=peak_memory_gb()))
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--size', choices=sorted(SIZES), default='small')
+  p.add_argument('--seeds', type=int, default=1)
+  p.add_argument('--precision', choices=config_lib.PRECISIONS, default='bf16')
+  p.add_argument('--batch_size', type=int, default=256)
+  p.add_argument('--steps_per_dispatch', type=int, default=10)
+  p.add_argument('--groups_per_call', type=int, default=8)
+  p.add_argument('--train_images', type=int, default=45000)
+  p.add_argument('--val_images', type=int, default=5000)
+  p.add_argument('--eval_archs', type=int, default=400, help='archs for eval/fast')
+  p.add_argument('--reference_eval_archs', type=int, default=10)
+  p.add_argument('--min_seconds', type=float, default=5.0, help='steady-state timing span')
+  p.add_argument('--only', default='train_fast,train_reference,eval_fast,eval_reference')
+  args = p.parse_args()
+  c = bench_config(args)
+  arrays = data_lib.load_arrays('synthetic', synthetic_size=c.data.synthetic_size)
+  data = data_lib.to_device(arrays, c.data.val_size, 0)
+  base = dict(device_record(), size=args.size, seeds=args.seeds, precision=args.precision,
+              batch_size=args.batch_size)
+  wanted = set(args.only.split(','))
+  if 'train_fast' in wanted:
+    measure_train_fast(c, data, base, args.min_seconds)
+  if 'train_reference' in wanted:
+    measure_train_reference(c, data, base, args.min_seconds)
+  if 'eval_fast' in wanted:
+    measure_eval(c, data, base, True, args.eval_archs)
+  if 'eval_reference' in wanted:
+    measure_eval(c, data, dict(base, seeds=1), False, args.reference_eval_archs)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,31 @@
+"""Command-line error reporting shared by the programs of the package.
+
+A mistake of the user's (a bad config value, file or workdir) ends the program with
+one readable line and exit status 2 instead of a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+
+from spos_jax import bench
+from spos_jax import checkpoint
+from spos_jax import config
+from spos_jax import data
+from spos_jax import space
+from spos_jax import workdir
+
+USER_ERRORS = (config.ConfigError, workdir.WorkdirError, data.DataError, bench.BenchError,
+               space.ArchError, checkpoint.CheckpointError)
+
+
+def reporting_user_errors(main, extra_errors=()):
+  """Wrap an absl main so that USER_ERRORS (and extra_errors) exit with a message."""
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except USER_ERRORS + tuple(extra_errors) as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
+  return wrapped
