@@ -125,6 +125,7 @@ class PoolOp(nn.Module):
     del train
     y = nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
                     count_include_pad=not self.exclude_padding)
+    y = y.astype(x.dtype)  # the padding-excluding divisor is fp32; keep the compute dtype
     if self.linear_transformer:
       y = _conv(self.features, 1, dtype=self.dtype)(y)
     return y
