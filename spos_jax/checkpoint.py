@@ -6,6 +6,7 @@ crash during a save never leaves a newest checkpoint that looks finished.
 from __future__ import annotations
 
 import os
+import time
 
 from absl import logging
 import flax
@@ -22,9 +23,14 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+    self.quarantine = os.path.join(os.path.abspath(workdir), 'checkpoints_unreadable')
+    self._keep = keep
+    self._manager = self._open()
+
+  def _open(self):
+    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
                                            enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    return ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -43,12 +49,43 @@ class Checkpointer:
     return flax.serialization.from_state_dict(template, restored)
 
   def restore_latest(self, template):
-    """The newest checkpoint, or `template` itself when there is none yet."""
-    step = self.latest_step()
-    if step is None:
-      return template
-    logging.info('restoring %s step %d', self.directory, step)
-    return self.restore(step, template)
+    """The newest readable checkpoint, or `template` itself when there is none yet.
+
+    An unreadable newest checkpoint (truncated, garbled) is reported and the one
+    before it is tried; when none can be read the run refuses to start rather
+    than train from scratch over the old files.
+    """
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    failures = []
+    for step in steps:
+      try:
+        state = self.restore(step, template)
+      except Exception as e:  # pylint: disable=broad-except  # orbax raises many kinds
+        path = os.path.join(self.directory, str(step))
+        logging.warning('checkpoint %s is unreadable (%s: %s); trying an older one',
+                        path, type(e).__name__, str(e).splitlines()[0][:200])
+        failures.append(path)
+        continue
+      logging.info('restored %s step %d', self.directory, step)
+      if failures:
+        self._set_aside(failures)
+      return state
+    if failures:
+      raise CheckpointError(
+          f'no readable checkpoint in {self.directory} (unreadable: {", ".join(failures)}); '
+          f'refusing to start over them: move them away to train from scratch')
+    return template
+
+  def _set_aside(self, paths) -> None:
+    """Move unreadable checkpoints out of the way (kept for inspection), so the
+    resumed run can save those steps again."""
+    self._manager.close()
+    os.makedirs(self.quarantine, exist_ok=True)
+    for path in paths:
+      target = os.path.join(self.quarantine, f'{os.path.basename(path)}-{int(time.time())}')
+      os.replace(path, target)
+      logging.warning('moved unreadable checkpoint %s to %s', path, target)
+    self._manager = self._open()
 
   def close(self) -> None:
     self._manager.close()

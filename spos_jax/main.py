@@ -5,6 +5,8 @@ python -m spos_jax.main --config=configs/small.py --workdir=runs/small \
 
 All logic lives in train.py (and evaluate.py); this file only parses flags.
 """
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -12,6 +14,7 @@ import jax
 from ml_collections import config_flags
 
 from spos_jax import cli
+from spos_jax import preemption
 from spos_jax import train
 
 FLAGS = flags.FLAGS
@@ -24,7 +27,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.info('JAX devices: %s', jax.devices())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except preemption.Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(preemption.PREEMPTED_EXIT_CODE)
 
 
 if __name__ == '__main__':

@@ -29,7 +29,9 @@ from spos_jax import checkpoint
 from spos_jax import config as config_lib
 from spos_jax import data as data_lib
 from spos_jax import model as model_lib
+from spos_jax import preemption
 from spos_jax import sampling
+from spos_jax import space
 from spos_jax import workdir as workdir_lib
 
 # Streams of randomness derived from each seed.
@@ -98,15 +100,12 @@ def init_state(model, tx, seed, image_shape=(32, 32, 3)) -> TrainState:
   """One seed's state; vmap over seeds for a run."""
   key = jax.random.fold_in(jax.random.PRNGKey(seed), _INIT)
   dummy = jnp.zeros((1,) + image_shape, jnp.float32)
-  variables = model.init(key, dummy, jnp.zeros(dummy_path_shape(model), jnp.int32), train=True)
+  # Single-path init creates every op's variables (model.Edge.single).
+  variables = model.init(key, dummy, jnp.zeros(space.NUM_EDGES, jnp.int32), train=True)
   params = variables['params']
   return TrainState(seed=jnp.asarray(seed, jnp.int32), step=jnp.zeros((), jnp.int32),
                     params=params, batch_stats=variables['batch_stats'],
                     opt_state=tx.init(params))
-
-
-def dummy_path_shape(model) -> tuple[int, ...]:
-  return (6,)
 
 
 def init_states(model, tx, seeds) -> TrainState:
@@ -255,12 +254,13 @@ class DivergenceError(RuntimeError):
   """A non-finite loss or gradient; the last good checkpoint is kept."""
 
 
-def _check_finite(metrics, states_before_step, config, workdir):
+def _check_finite(metrics, step_before: int, config, workdir):
+  """Stop on the first non-finite loss or gradient of a chunk (nothing is saved)."""
   bad = np.asarray(metrics['valid'], bool) & ~np.asarray(metrics['finite'], bool)
   if not bad.any():
     return
   step_row, seed_col = np.argwhere(bad)[0]
-  step = int(np.asarray(states_before_step)[0]) + int(step_row) + 1
+  step = step_before + int(step_row) + 1
   seed = tuple(config.seeds)[int(seed_col)]
   message = (f'non-finite loss or gradient at optimizer step {step}, seed {seed} '
              f'(lr={config.train.lr}, precision={config.train.precision}, '
@@ -284,11 +284,35 @@ def load_device_data(config) -> data_lib.DeviceData:
   return data
 
 
+def _log_progress(writer, config, metrics, *, step, num_steps, rate, lr, epoch) -> None:
+  """Console line and TensorBoard scalars from a chunk's metrics [steps, seeds]."""
+  valid = np.asarray(metrics['valid'], bool)[:, 0]
+  losses = np.asarray(metrics['loss'])[valid]
+  loss, acc = float(losses.mean()), float(np.asarray(metrics['accuracy'])[valid].mean())
+  images_left = (num_steps - step) * rate_images_per_step(config)
+  logging.info('epoch %.2f/%d step %d/%d loss %.4f acc %.3f lr %.5f %.0f img/s ETA %s',
+               epoch, config.train.epochs, step, num_steps, loss, acc, lr, rate,
+               _format_eta(images_left / max(rate, 1e-9)))
+  writer.add_scalar('train/loss', loss, step)
+  writer.add_scalar('train/accuracy', acc, step)
+  writer.add_scalar('train/learning_rate', lr, step)
+  writer.add_scalar('train/images_per_second', rate, step)
+  for i, seed in enumerate(config.seeds):
+    writer.add_scalar(f'train/loss_seed_{seed}', float(losses[:, i].mean()), step)
+  writer.flush()
+
+
+def rate_images_per_step(config) -> int:
+  """Training images of one optimizer step, all seeds together."""
+  return len(config.seeds) * config_lib.group_size(config) * config.train.batch_size
+
+
 def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
           stop_after_steps: int | None = None) -> TrainState:
   """Train every seed of the run; resume from the newest checkpoint in workdir.
 
-  stop_after_steps ends this call early (for tests and time-limited jobs); the
+  stop_after_steps ends this call early (tests, time-limited jobs); SIGTERM or
+  SIGUSR1 save a checkpoint at the next step boundary and raise Preempted. The
   same call again resumes.
   """
   config_lib.validate(config)
@@ -298,51 +322,41 @@ def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
   model = create_model(config)
   tx = create_optimizer(config, data.num_train)
   num_steps = total_steps(config, data.num_train)
-  states = init_states(model, tx, tuple(config.seeds))
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
-  states = ckpt.restore_latest(states)
-  chunk = min(config.train.steps_per_dispatch, num_steps)
-  train_chunk = make_train_chunk(config, model, tx, num_steps, chunk)
+  states = ckpt.restore_latest(init_states(model, tx, tuple(config.seeds)))
+  train_chunk = make_train_chunk(config, model, tx, num_steps,
+                                 min(config.train.steps_per_dispatch, num_steps))
   schedule = learning_rate_schedule(config, data.num_train)
-  images_per_step = len(config.seeds) * config_lib.group_size(config) * config.train.batch_size
   micro_per_epoch = steps_per_epoch(config, data.num_train)
   writer = workdir_lib.summary_writer(workdir)
   step = int(np.asarray(states.step)[0])
   if step:
     logging.info('resumed from step %d of %d', step, num_steps)
-  last_saved, last_logged, start = step, step, time.time()
-  t_log, step_log = start, step
-  while step < num_steps and (stop_after_steps is None or step < stop_after_steps):
-    steps_before = states.step
-    steps_before_host = np.asarray(steps_before)
-    states, metrics = train_chunk(states, data)
-    metrics = jax.device_get(metrics)
-    _check_finite(metrics, steps_before_host, config, workdir)
-    step = int(np.asarray(states.step)[0])
-    if step - last_logged >= config.train.log_every_steps or step == num_steps:
-      now = time.time()
-      rate = (step - step_log) * images_per_step / max(now - t_log, 1e-9)
-      valid = np.asarray(metrics['valid'], bool)[:, 0]
-      loss = float(np.asarray(metrics['loss'])[valid].mean())
-      acc = float(np.asarray(metrics['accuracy'])[valid].mean())
-      lr = float(schedule(step - 1))
-      epoch = step * config_lib.group_size(config) / micro_per_epoch
-      eta = (num_steps - step) * images_per_step / max(rate, 1e-9)
-      logging.info('epoch %.2f/%d step %d/%d loss %.4f acc %.3f lr %.5f %.0f img/s ETA %s',
-                   epoch, config.train.epochs, step, num_steps, loss, acc, lr, rate,
-                   _format_eta(eta))
-      writer.add_scalar('train/loss', loss, step)
-      writer.add_scalar('train/accuracy', acc, step)
-      writer.add_scalar('train/learning_rate', lr, step)
-      writer.add_scalar('train/images_per_second', rate, step)
-      for i, seed in enumerate(config.seeds):
-        writer.add_scalar(f'train/loss_seed_{seed}',
-                          float(np.asarray(metrics['loss'])[valid, i].mean()), step)
-      writer.flush()
-      last_logged, t_log, step_log = step, now, step
-    if step - last_saved >= config.train.checkpoint_every_steps or step == num_steps:
-      ckpt.save(step, states)
-      last_saved = step
+  last_saved = last_logged = step
+  last_log_time = time.time()
+  with preemption.PreemptionWatcher() as watcher:
+    while step < num_steps and (stop_after_steps is None or step < stop_after_steps):
+      step_before = step
+      states, metrics = train_chunk(states, data)
+      metrics = jax.device_get(metrics)
+      _check_finite(metrics, step_before, config, workdir)
+      step = int(np.asarray(states.step)[0])
+      if step - last_logged >= config.train.log_every_steps or step == num_steps:
+        now = time.time()
+        rate = (step - last_logged) * rate_images_per_step(config) / max(now - last_log_time,
+                                                                         1e-9)
+        _log_progress(writer, config, metrics, step=step, num_steps=num_steps, rate=rate,
+                      lr=float(schedule(step - 1)),
+                      epoch=step * config_lib.group_size(config) / micro_per_epoch)
+        last_logged, last_log_time = step, now
+      if step - last_saved >= config.train.checkpoint_every_steps or step == num_steps:
+        ckpt.save(step, states)
+        last_saved = step
+      if watcher.requested:
+        ckpt.save(step, states)
+        ckpt.close()
+        writer.close()
+        raise preemption.Preempted(step, watcher.signal_name)
   ckpt.save(step, states)
   ckpt.close()
   writer.close()
@@ -353,7 +367,7 @@ def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
 
 def train_and_evaluate(config, workdir: str) -> None:
   """The main job: train all seeds, then rank the bench's archs with each."""
-  from spos_jax import evaluate  # pylint: disable=g-import-not-at-top  (evaluate imports train)
+  from spos_jax import evaluate  # pylint: disable=g-import-not-at-top  # it imports train
   config_lib.validate(config)
   if config.bench.path:
     evaluate.load_ranking_bench(config)  # a bad bench file fails now, not after training
