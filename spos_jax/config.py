@@ -4,6 +4,8 @@ Config files under `configs/` start from `base_config()` and change a few fields
 """
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from spos_jax import sampling, space
@@ -53,7 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.lr_min = 1e-5  # cosine end value
   c.train.momentum = 0.9
   c.train.weight_decay = 3e-4  # conv and linear kernels only
-  c.train.warmup_epochs = 0  # linear warm-up to lr (the paper's variation uses 5)
+  c.train.warmup_epochs = 0.0  # linear warm-up to lr (the paper's variation uses 5)
   c.train.clip_norm = 0.0  # global L2 norm clipping; 0 disables (variation: 5)
   c.train.label_smoothing = 0.0  # variation: 0.1 with AutoAugment
   c.train.augment = 'standard'  # 'standard' crop+flip, or 'autoaugment' (after crop+flip)
@@ -114,21 +116,30 @@ def _check_int(name, value, low, high=None):
 def _check_float(name, value, low, high=None, low_open=False):
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise ConfigError(f'{name} must be a number, got {value!r}')
-  if value != value or (value <= low if low_open else value < low) or (
+  if not math.isfinite(value) or (value <= low if low_open else value < low) or (
       high is not None and value > high):
     bound = ('> ' if low_open else '>= ') + str(low) + ('' if high is None else f' and <= {high}')
     raise ConfigError(f'{name} must be {bound}, got {value}')
 
 
+def _int_tuple(name, value, low) -> tuple[int, ...]:
+  """A non-empty tuple/list of integers >= low, else ConfigError."""
+  if not isinstance(value, (tuple, list)) or not value or any(
+      isinstance(v, bool) or not isinstance(v, int) or v < low for v in value):
+    raise ConfigError(f'{name} must be a non-empty tuple of integers >= {low}, got {value!r}')
+  return tuple(value)
+
+
 def validate(config) -> None:
   """Raise ConfigError naming the first bad field; returns None when all is well."""
+  if not isinstance(config.space.masked_ops, str):
+    raise ConfigError(f'space.masked_ops must be a comma-separated string of op names, '
+                      f'got {config.space.masked_ops!r}')
   try:
     allowed_ops(config)
   except space.ArchError as e:
     raise ConfigError(f'space.masked_ops: {e}') from None
-  seeds = tuple(config.seeds)
-  if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-    raise ConfigError(f'seeds must be a non-empty tuple of integers >= 0, got {config.seeds!r}')
+  seeds = _int_tuple('seeds', config.seeds, 0)
   if len(set(seeds)) != len(seeds):
     raise ConfigError(f'seeds must be distinct, got {seeds}')
   m, t, d, e = config.model, config.train, config.data, config.eval
@@ -143,7 +154,10 @@ def validate(config) -> None:
   _check_float('train.lr_min', t.lr_min, 0, t.lr)
   _check_float('train.momentum', t.momentum, 0, 1)
   _check_float('train.weight_decay', t.weight_decay, 0)
-  _check_float('train.warmup_epochs', t.warmup_epochs, 0, t.epochs)
+  _check_float('train.warmup_epochs', t.warmup_epochs, 0)
+  if t.warmup_epochs >= t.epochs:
+    raise ConfigError(f'train.warmup_epochs={t.warmup_epochs} must be below '
+                      f'train.epochs={t.epochs}')
   _check_float('train.clip_norm', t.clip_norm, 0)
   _check_float('train.label_smoothing', t.label_smoothing, 0, 1)
   _check_choice('train.augment', t.augment, AUGMENT_POLICIES)
@@ -164,9 +178,7 @@ def validate(config) -> None:
   _check_int('eval.batch_size', e.batch_size, 1)
   _check_int('eval.groups_per_call', e.groups_per_call, 1)
   _check_choice('eval.scope', e.scope, EVAL_SCOPES)
-  top_ns = tuple(e.top_ns)
-  if not top_ns or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in top_ns):
-    raise ConfigError(f'eval.top_ns must be positive integers, got {e.top_ns!r}')
+  top_ns = _int_tuple('eval.top_ns', e.top_ns, 1)
   if list(top_ns) != sorted(set(top_ns)):
     raise ConfigError(f'eval.top_ns must be strictly increasing, got {top_ns}')
   _check_int('eval.random_size', e.random_size, 1)

@@ -37,7 +37,8 @@ def _broadcast_stat(stat: jax.Array) -> jax.Array:
 class BatchNorm(nn.Module):
   """Batch norm over [*group, B, H, W, C] with statistics per group member.
 
-  Running statistics follow PyTorch's update r <- m r + (1 - m) batch_stat. With a
+  Running statistics follow PyTorch's update r <- m r + (1 - m) batch_stat (the
+  running variance takes the unbiased batch variance, as PyTorch's does). With a
   group axis of K members the K updates are applied in member order, as K
   sequential single-path steps would (closed form, one op). Statistics are fp32.
   `capture` replaces the running statistics by this batch's (per member), which
@@ -63,8 +64,9 @@ class BatchNorm(nn.Module):
         if self.capture:
           ra_mean.value, ra_var.value = mean, var
         else:
+          count = x.shape[-4] * x.shape[-3] * x.shape[-2]
           ra_mean.value = self._sequential_ema(ra_mean.value, mean)
-          ra_var.value = self._sequential_ema(ra_var.value, var)
+          ra_var.value = self._sequential_ema(ra_var.value, var * count / max(count - 1, 1))
     else:
       mean, var = ra_mean.value, ra_var.value
     y = (x32 - _broadcast_stat(mean)) * jax.lax.rsqrt(

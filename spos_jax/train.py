@@ -31,6 +31,7 @@ from spos_jax import data as data_lib
 from spos_jax import model as model_lib
 from spos_jax import preemption
 from spos_jax import sampling
+from spos_jax import sharding
 from spos_jax import space
 from spos_jax import workdir as workdir_lib
 
@@ -65,7 +66,14 @@ def steps_per_epoch(config, num_train: int) -> int:
 
 def total_steps(config, num_train: int) -> int:
   """Optimizer steps of the run: one per fair group of |O| micro-batches."""
-  return config.train.epochs * steps_per_epoch(config, num_train) // config_lib.group_size(config)
+  micro = config.train.epochs * steps_per_epoch(config, num_train)
+  steps = micro // config_lib.group_size(config)
+  if steps < 1:
+    raise config_lib.ConfigError(
+        f'{micro} micro-batches ({config.train.epochs} epochs of {num_train} images in '
+        f'batches of {config.train.batch_size}) make no fair group of '
+        f'{config_lib.group_size(config)}: raise train.epochs or lower train.batch_size')
+  return steps
 
 
 def learning_rate_schedule(config, num_train: int) -> optax.Schedule:
@@ -157,19 +165,24 @@ def _augment_members(config, keys, images):
 
 def _finish_step(state, tx, grads, new_stats, loss, correct, count):
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  metrics = dict(loss=loss, accuracy=correct / count, grad_norm=optax.global_norm(grads))
+  metrics = dict(loss=loss, accuracy=correct / count,
+                 grad_norm=optax.tree_utils.tree_norm(grads))
   metrics['finite'] = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
   return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                        batch_stats=new_stats, opt_state=opt_state), metrics
 
 
-def fair_group_step(config, model, tx, state: TrainState, data) -> tuple[TrainState, dict]:
+def fair_group_step(config, model, tx, state: TrainState, data,
+                    mesh=None) -> tuple[TrainState, dict]:
   """One optimizer step on a whole group in one graph (fast path, one seed).
 
   Strictly fair: the |O| micro-batches run as members of one fair-group forward.
-  Uniform: the group has one member and runs the single-path forward.
+  Uniform: the group has one member and runs the single-path forward. With a
+  device mesh each micro-batch is split across the devices (sharding.py).
   """
   images, labels, paths, aug_keys = group_inputs(config, data, state.seed, state.step)
+  images = sharding.split_batch(images, mesh, batch_axis=1)
+  labels = sharding.split_batch(labels, mesh, batch_axis=1)
   x = _augment_members(config, aug_keys, images)
   grouped = config.sampling.method == 'fair'
 
@@ -213,7 +226,7 @@ def reference_micro_step(config, model, tx_multi, state: TrainState, data, membe
   return _finish_step(state, tx_multi, grads, new_stats, loss, correct, labels[member].size)
 
 
-def make_train_chunk(config, model, tx, num_steps: int, chunk: int) -> Callable:
+def make_train_chunk(config, model, tx, num_steps: int, chunk: int, mesh=None) -> Callable:
   """jit(states, data) -> (states, metrics [chunk, seeds]) running `chunk` steps.
 
   chunk > 1 scans the steps in one dispatch (fewer launches on a GPU); steps past
@@ -221,7 +234,8 @@ def make_train_chunk(config, model, tx, num_steps: int, chunk: int) -> Callable:
   chunk. chunk == 1 is a plain step: XLA:CPU runs convolutions inside loops about
   10x slower than outside, so CPU configs dispatch one step at a time.
   """
-  step_fn = jax.vmap(lambda s, d: fair_group_step(config, model, tx, s, d), in_axes=(0, None))
+  step_fn = jax.vmap(lambda s, d: fair_group_step(config, model, tx, s, d, mesh),
+                     in_axes=(0, None))
 
   def one_step(states, data):
     new_states, metrics = step_fn(states, data)
@@ -324,8 +338,13 @@ def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
   num_steps = total_steps(config, data.num_train)
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
   states = ckpt.restore_latest(init_states(model, tx, tuple(config.seeds)))
+  mesh = sharding.data_mesh()
+  if mesh is not None:
+    sharding.check_batch_size(config.train.batch_size, mesh)
+    logging.info('data parallel over %d devices', mesh.size)
+    states, data = sharding.replicate((states, data), mesh)
   train_chunk = make_train_chunk(config, model, tx, num_steps,
-                                 min(config.train.steps_per_dispatch, num_steps))
+                                 min(config.train.steps_per_dispatch, num_steps), mesh)
   schedule = learning_rate_schedule(config, data.num_train)
   micro_per_epoch = steps_per_epoch(config, data.num_train)
   writer = workdir_lib.summary_writer(workdir)

@@ -65,16 +65,20 @@ def load_config_record(workdir: str) -> dict | None:
 def prepare(workdir: str, config) -> None:
   """Create/check the workdir before any training work, and record the config.
 
-  A workdir that holds a run of a different config is refused (nothing is
-  overwritten); keys that do not change results (config.RESUMABLE_KEYS) may differ.
+  A workdir that holds checkpoints or results of a different config is refused
+  (nothing is overwritten); keys that do not change results
+  (config.RESUMABLE_KEYS) may differ. A config.json without any of those (a start
+  that failed early) is simply replaced.
   """
   _check_writable(workdir)
   current = config_lib.flatten(config)
   saved = load_config_record(workdir)
-  if saved is None and os.path.isdir(os.path.join(workdir, 'checkpoints')) and os.listdir(
-      os.path.join(workdir, 'checkpoints')):
-    raise WorkdirError(f'{workdir} holds checkpoints but no {CONFIG_FILE}; refusing to mix runs')
-  if saved is not None:
+  has_work = any(os.path.isdir(os.path.join(workdir, sub)) and os.listdir(
+      os.path.join(workdir, sub)) for sub in ('checkpoints', 'results'))
+  if saved is None and has_work:
+    raise WorkdirError(f'{workdir} holds checkpoints or results but no {CONFIG_FILE}; '
+                       f'refusing to mix runs')
+  if saved is not None and has_work:
     differing = config_lib.differing_keys(saved, current)
     if differing:
       details = ', '.join(f'{k}: {saved.get(k, "<missing>")!r} -> {current.get(k, "<missing>")!r}'

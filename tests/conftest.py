@@ -1,0 +1,139 @@
+"""Shared fixtures of the space/model/sampling/train/config tests: tiny configs and data.
+
+Everything here is sized for a 2-core CPU: C=4, N=1, batch 8, a few hundred synthetic
+images, fp32. Expensive objects (device data, initialised variables) are built once
+per session.
+
+XLA:CPU compiles the super-network slowly (~15 s for an init or a train step), and
+`train.train` jits fresh closures on every call, so identical programs are compiled
+again. A persistent compilation cache in a temporary folder (this session only)
+lets the second and later compilations of the same program load the first's
+result. SPOS_TEST_COMPILE_CACHE=0 turns it off.
+"""
+import atexit
+import os
+import shutil
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spos_jax import config as config_lib
+from spos_jax import model as model_lib
+from spos_jax import train
+
+def _enable_compilation_cache():
+  """Session-local persistent compilation cache; must run before the first compile."""
+  if os.environ.get('SPOS_TEST_COMPILE_CACHE', '1') == '0' or jax.config.jax_compilation_cache_dir:
+    return
+  folder = tempfile.mkdtemp(prefix='spos-jax-test-xla-cache-')
+  atexit.register(shutil.rmtree, folder, ignore_errors=True)
+  jax.config.update('jax_compilation_cache_dir', folder)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+_enable_compilation_cache()
+
+# XLA:CPU options for the tests' own jitted functions: about half the compile time of
+# the default -O2 pipeline; the programs are tiny, so their run time does not matter.
+FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+
+
+def fast_jit(fun=None, **kwargs):
+  """jax.jit with FAST_COMPILE; usable as @fast_jit or @fast_jit(static_argnums=0)."""
+  if fun is None:
+    return lambda f: fast_jit(f, **kwargs)
+  return jax.jit(fun, compiler_options=FAST_COMPILE, **kwargs)
+
+
+# A tiny run: 350 train images, batch 8 -> 43 micro-batches an epoch.
+TINY = {
+    'seeds': (0,),
+    'model.channels': 4,
+    'model.cells_per_stage': 1,
+    'train.batch_size': 8,
+    'train.precision': 'fp32',
+    'train.epochs': 1,
+    'train.steps_per_dispatch': 1,
+    'train.log_every_steps': 1,
+    'train.checkpoint_every_steps': 4,
+    'data.source': 'synthetic',
+    'data.synthetic_size': 400,
+    'data.val_size': 50,
+}
+
+
+def set_fields(config, fields):
+  """Set dotted keys ('train.lr') on a ConfigDict; returns the config."""
+  for key, value in fields.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def make_tiny_config(**fields):
+  """base_config() shrunk to TINY, then `fields` ('train__lr' or 'train.lr' keys)."""
+  config = set_fields(config_lib.base_config(), TINY)
+  return set_fields(config, {k.replace('__', '.'): v for k, v in fields.items()})
+
+
+@pytest.fixture(scope='session')
+def tiny_config():
+  """Factory: tiny_config(**{'sampling.topology': 'unshared'}) -> a fresh config."""
+  return make_tiny_config
+
+
+@pytest.fixture(scope='session')
+def tiny_data():
+  """Device data of the tiny config: 350 train and 50 validation synthetic images."""
+  return train.load_device_data(make_tiny_config())
+
+
+@pytest.fixture(scope='session')
+def images():
+  """Random float images [5, 4, 32, 32, 3]: five micro-batches of four images."""
+  rng = np.random.default_rng(0)
+  return jnp.asarray(rng.normal(size=(5, 4, 32, 32, 3)), jnp.float32)
+
+
+def random_variables(net, seed=0):
+  """Variables of a SuperNet drawn at random by name, without compiling its init.
+
+  Kernels ~ N(0, 1/fan_in), BN scale ~ 1 + N(0, .1), biases ~ N(0, .1); running means
+  ~ N(0, .5), running vars in [.5, 2], so that the running statistics matter.
+  """
+  path = None if net.fixed_arch is not None else jnp.zeros(6, jnp.int32)
+  shapes = jax.eval_shape(lambda: net.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3), jnp.float32), path, train=True))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = path[-1].key
+    if name == 'kernel':
+      value = rng.normal(0, 1 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape)
+    elif name == 'scale':
+      value = 1 + rng.normal(0, 0.1, leaf.shape)
+    elif name in ('bias', 'mean'):
+      value = rng.normal(0, 0.1 if name == 'bias' else 0.5, leaf.shape)
+    else:
+      value = rng.uniform(0.5, 2.0, leaf.shape)
+    return jnp.asarray(value, jnp.float32)
+  return jax.tree_util.tree_map_with_path(draw, dict(shapes))
+
+
+@pytest.fixture(scope='session')
+def supernet():
+  """The tiny super-network over all five ops (C=4, N=1, fp32)."""
+  return model_lib.SuperNet(channels=4, cells_per_stage=1)
+
+
+@pytest.fixture(scope='session')
+def supernet_variables(supernet):
+  """Random variables of the tiny super-network (params and running statistics)."""
+  return random_variables(supernet)

@@ -1,0 +1,459 @@
+"""Tests of spos_jax.train: the fair-group step vs its reference, optimizer, the run loop."""
+import functools
+import glob
+import os
+import struct
+
+from flax.traverse_util import flatten_dict, unflatten_dict
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from tensorboardX.proto import event_pb2
+
+from spos_jax import augment
+from spos_jax import config as config_lib
+from spos_jax import data as data_lib
+from spos_jax import train
+from spos_jax import workdir as workdir_lib
+
+from conftest import fast_jit
+
+# ------------------------------------------------------------------------- helpers
+
+
+def _first_seed(states):
+  return jax.tree.map(lambda a: a[0], states)
+
+
+def _leaves(tree):
+  return {'/'.join(str(getattr(p, 'key', getattr(p, 'idx', p))) for p in path): np.asarray(v)
+          for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _assert_close(a, b, rtol, atol, what=''):
+  la, lb = _leaves(a), _leaves(b)
+  assert la.keys() == lb.keys()
+  for k in la:
+    np.testing.assert_allclose(la[k], lb[k], rtol=rtol, atol=atol, err_msg=f'{what} {k}')
+
+
+def _max_change(a, b):
+  return max(float(np.abs(x - y).max()) for x, y in zip(_leaves(a).values(), _leaves(b).values()))
+
+
+def _trace(opt_state):
+  """The SGD momentum buffer inside a (possibly MultiSteps-wrapped) optimizer state."""
+  return optax.tree_utils.tree_get(opt_state, 'trace')
+
+
+def _by_name(tree, model, collection):
+  """The entries of `tree` named like `model`'s `collection` (a masked net's subset)."""
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), jnp.zeros(6, jnp.int32), train=True))
+  flat = flatten_dict(tree)
+  return unflatten_dict({k: flat[k] for k in flatten_dict(shapes[collection])})
+
+
+def _tb_scalars(workdir, tag):
+  """{step: value} of one scalar tag, read from the TFRecord event files under tb/."""
+  out = {}
+  for path in glob.glob(os.path.join(workdir, 'tb', 'events*')):
+    with open(path, 'rb') as f:
+      raw = f.read()
+    i = 0
+    while i < len(raw):
+      (n,) = struct.unpack('<Q', raw[i:i + 8])
+      event = event_pb2.Event.FromString(raw[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      for value in event.summary.value:
+        if value.tag == tag:
+          out[event.step] = value.simple_value
+  return out
+
+
+# ------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope='module')
+def base(tiny_config, tiny_data):
+  """Config, model, optimizer and `init_states` state (seed 0) of the tiny full space."""
+  config = tiny_config()
+  model = train.create_model(config)
+  tx = train.create_optimizer(config, tiny_data.num_train)
+  state = _first_seed(train.init_states(model, tx, (0,)))
+  return config, model, tx, state
+
+
+def _setup(base, tiny_config, tiny_data, fields):
+  """A case's config/model/tx and its initial state: the base params taken by name."""
+  config = tiny_config(**fields)
+  model = train.create_model(config)
+  tx = train.create_optimizer(config, tiny_data.num_train)
+  state0 = base[3]
+  params = _by_name(state0.params, model, 'params')
+  state = state0.replace(params=params,
+                         batch_stats=_by_name(state0.batch_stats, model, 'batch_stats'),
+                         opt_state=tx.init(params))
+  return config, model, tx, state
+
+
+EQUIVALENCE_CASES = {
+    'shared': {},
+    'unshared': {'sampling.topology': 'unshared'},
+    'masked': {'space.masked_ops': 'none,avg_pool_3x3'},  # |O| = 3
+}
+
+
+@pytest.mark.parametrize('case', list(EQUIVALENCE_CASES))
+def test_fair_group_step_equals_multisteps_reference(base, tiny_config, tiny_data, case):
+  """Two fair-group steps == 2|O| reference micro-steps under MultiSteps(sum): params,
+  batch stats and the momentum trace, in fp32, with weight decay on."""
+  config, model, tx, state = _setup(base, tiny_config, tiny_data, EQUIVALENCE_CASES[case])
+  assert config.train.weight_decay > 0 and config.train.momentum > 0
+  k = config_lib.group_size(config)
+  assert k == (3 if 'masked' in case else 5)
+  paths = train.group_inputs(config, tiny_data, state.seed, state.step)[2]
+  assert paths.shape == ((k, 3, 6) if 'unshared' in case else (k, 6))
+  fast = fast_jit(functools.partial(train.fair_group_step, config, model, tx))
+  tx_multi = optax.MultiSteps(tx, k, use_grad_mean=False)
+  micro = fast_jit(functools.partial(train.reference_micro_step, config, model, tx_multi))
+
+  fair = state
+  ref = state.replace(opt_state=tx_multi.init(state.params))
+  for step in range(2):
+    fair, metrics = fast(fair, tiny_data)
+    before = ref.params
+    for member in range(k):
+      ref, _ = micro(ref, tiny_data, member)
+      if member < k - 1:  # MultiSteps only accumulates until the group is complete
+        assert _max_change(ref.params, before) == 0
+    assert int(fair.step) == step + 1 and int(ref.step) == (step + 1) * k
+    assert bool(metrics['finite'])
+  assert _max_change(fair.params, state.params) > 1e-4  # the steps did move the weights
+  _assert_close(fair.params, ref.params, rtol=1e-5, atol=1e-6, what='params')
+  _assert_close(fair.batch_stats, ref.batch_stats, rtol=1e-5, atol=1e-6, what='batch_stats')
+  _assert_close(_trace(fair.opt_state), _trace(ref.opt_state.inner_opt_state), rtol=1e-5,
+                atol=1e-6, what='momentum')
+  assert int(ref.opt_state.gradient_step) == 2 and int(ref.opt_state.mini_step) == 0
+
+
+def test_fair_group_step_equals_hand_summed_gradients(base, tiny_data):
+  """One fair step == grads of each micro-batch (its own path) summed by hand, one SGD step."""
+  config, model, tx, state = base
+  images, labels, paths, keys = train.group_inputs(config, tiny_data, state.seed, state.step)
+  k = config_lib.group_size(config)
+
+  @fast_jit
+  def member_grad(params, stats, images, labels, path, key):
+    x = augment.augment_batch(key, images, config.train.augment)
+
+    def loss_fn(p):
+      logits, new = model.apply({'params': p, 'batch_stats': stats}, x, path, train=True,
+                                mutable=['batch_stats'])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), new
+    return jax.grad(loss_fn, has_aux=True)(params)
+
+  total, stats = None, state.batch_stats
+  for m in range(k):
+    grads, new = member_grad(state.params, stats, images[m], labels[m], paths[m], keys[m])
+    stats = new['batch_stats']
+    total = grads if total is None else jax.tree.map(jnp.add, total, grads)
+  updates, _ = tx.update(total, state.opt_state, state.params)
+  by_hand = optax.apply_updates(state.params, updates)
+
+  fast, _ = fast_jit(functools.partial(train.fair_group_step, config, model, tx))(state, tiny_data)
+  _assert_close(fast.params, by_hand, rtol=1e-5, atol=1e-6, what='params')
+  _assert_close(fast.batch_stats, stats, rtol=1e-5, atol=1e-6, what='batch_stats')
+  # Summed, not averaged: the mean would move the weights 1/K as far.
+  assert _max_change(by_hand, state.params) > 1e-4
+
+
+def test_uniform_sampling_steps_every_micro_batch(base, tiny_config, tiny_data):
+  """Uniform sampling: one micro-batch per optimizer step, and every step changes the weights."""
+  config, model, tx, state = _setup(base, tiny_config, tiny_data, {'sampling.method': 'uniform'})
+  assert config_lib.group_size(config) == 1
+  step = fast_jit(functools.partial(train.fair_group_step, config, model, tx))
+  paths = []
+  for i in range(3):
+    images, _, path, _ = train.group_inputs(config, tiny_data, state.seed, state.step)
+    assert images.shape == (1, 8, 32, 32, 3) and path.shape == (1, 6)
+    paths.append(np.asarray(path[0]))
+    new, _ = step(state, tiny_data)
+    assert int(new.step) == i + 1
+    assert _max_change(new.params['stem'], state.params['stem']) > 0
+    assert _max_change(new.params['classifier'], state.params['classifier']) > 0
+    state = new
+  assert len({tuple(p) for p in paths}) > 1
+
+
+def test_group_inputs_walk_the_epoch_without_repeats(tiny_config, tiny_data):
+  """Member k of step s is micro-batch s*K+k: one epoch's groups never repeat an image,
+  and each member's paths column is a permutation of the allowed ops."""
+  config = tiny_config(**{'space.masked_ops': 'none'})
+  n = tiny_data.num_train
+  ids = np.zeros((n, 32, 32, 3), np.uint8)
+  ids[:, 0, 0, 0], ids[:, 0, 0, 1] = np.arange(n) % 256, np.arange(n) // 256
+  data = tiny_data.replace(train_images=jnp.asarray(ids))
+  seen = []
+  for s in range(n // 8 // 4):  # whole groups of 4 micro-batches within the first epoch
+    images, labels, paths, keys = train.group_inputs(config, data, jnp.int32(0), jnp.int32(s))
+    assert images.shape == (4, 8, 32, 32, 3) and paths.shape == (4, 6) and keys.shape[0] == 4
+    np.testing.assert_array_equal(np.sort(paths, axis=0), np.tile([[1], [2], [3], [4]], 6))
+    index = np.asarray(images[..., 0, 0, 0], int) + 256 * np.asarray(images[..., 0, 0, 1], int)
+    np.testing.assert_array_equal(labels, np.asarray(tiny_data.train_labels)[index])
+    seen.append(index)
+  seen = np.concatenate(seen).ravel()
+  assert len(np.unique(seen)) == len(seen)
+
+
+# -------------------------------------------------------------- optimizer and schedule
+
+
+def test_weight_decay_mask_hits_only_kernels(base):
+  """The decay mask is True for conv and Dense kernels, False for BN params and biases."""
+  params = base[3].params
+  mask = _leaves(train.weight_decay_mask(params))
+  shapes = {k: v.shape for k, v in _leaves(params).items()}
+  assert mask['stem/kernel'] and mask['classifier/kernel']
+  assert mask['reduction_1/conv_a/kernel'] and mask['reduction_2/shortcut/kernel']
+  assert mask['cell_0_0/edge_3_2/ops_nor_conv_3x3/Conv_0/kernel']
+  assert not mask['classifier/bias'] and not mask['stem_bn/scale'] and not mask['head_bn/bias']
+  assert not mask['reduction_1/bn_b/scale']
+  for name, decayed in mask.items():
+    assert bool(decayed) == (len(shapes[name]) in (2, 4)), name
+
+
+def test_weight_decay_applies_only_to_kernels(base, tiny_config, tiny_data):
+  """With zero gradients one SGD step shrinks kernels by lr*wd and leaves BN/bias params."""
+  config = tiny_config(**{'train.weight_decay': 0.1, 'train.momentum': 0.0})
+  tx = train.create_optimizer(config, tiny_data.num_train)
+  params = base[3].params
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zeros, tx.init(params), params)
+  lr0 = config.train.lr
+  for name, update in _leaves(updates).items():
+    p = _leaves(params)[name]
+    if name.endswith('kernel'):
+      np.testing.assert_allclose(update, -lr0 * 0.1 * p, rtol=1e-5, atol=1e-9, err_msg=name)
+    else:
+      np.testing.assert_array_equal(update, 0, err_msg=name)
+
+
+def test_lr_schedule_cosine():
+  """No warm-up: starts at lr, halfway at the mean of lr and lr_min, ends at lr_min."""
+  config = config_lib.base_config()  # 250 epochs, batch 256, fair groups of 5
+  num_train = 45000
+  steps = train.total_steps(config, num_train)
+  assert steps == 250 * (45000 // 256) // 5
+  schedule = train.learning_rate_schedule(config, num_train)
+  values = np.asarray([schedule(i) for i in range(0, steps + 1, 25)])
+  np.testing.assert_allclose(values[0], 0.025, rtol=1e-6)
+  np.testing.assert_allclose(schedule(steps), 1e-5, rtol=1e-3)
+  np.testing.assert_allclose(schedule(steps // 2), (0.025 + 1e-5) / 2, rtol=1e-3)
+  assert (np.diff(values) <= 0).all()
+
+
+def test_lr_schedule_warmup():
+  """5 warm-up epochs: starts near 0, rises linearly to lr at the end of epoch 5, then decays."""
+  config = config_lib.base_config()
+  config.train.warmup_epochs = 5
+  num_train = 45000
+  steps = train.total_steps(config, num_train)
+  warmup = steps * 5 // 250
+  schedule = train.learning_rate_schedule(config, num_train)
+  assert float(schedule(0)) < 1e-6
+  np.testing.assert_allclose(schedule(warmup // 2), 0.025 / 2, rtol=1e-2)
+  np.testing.assert_allclose(schedule(warmup), 0.025, rtol=1e-6)
+  values = np.asarray([schedule(i) for i in range(0, steps + 1, 5)])
+  assert values.max() == pytest.approx(0.025, rel=1e-6)
+  peak = int(np.argmax(values))
+  assert (np.diff(values[:peak + 1]) > 0).all() and (np.diff(values[peak:]) <= 0).all()
+  np.testing.assert_allclose(schedule(steps), 1e-5, rtol=1e-3)
+
+
+def test_warmup_must_end_before_the_run():
+  """Warm-up over every epoch leaves no cosine phase: validate() refuses it; 4 of 5 build."""
+  config = config_lib.base_config()
+  config.train.epochs, config.train.warmup_epochs = 5, 5
+  with pytest.raises(config_lib.ConfigError, match='warmup_epochs'):
+    config_lib.validate(config)
+  config.train.warmup_epochs = 4
+  config_lib.validate(config)
+  train.create_optimizer(config, 45000)
+
+
+def test_too_few_micro_batches_for_one_group_is_a_clear_error():
+  """1 epoch of 4 micro-batches cannot fill a group of 5: a ConfigError says so."""
+  config = config_lib.base_config()
+  config.train.epochs, config.train.batch_size = 1, 10
+  config_lib.validate(config)
+  with pytest.raises(config_lib.ConfigError, match='no fair group of 5'):
+    train.total_steps(config, 40)
+  with pytest.raises(config_lib.ConfigError, match='no fair group of 5'):
+    train.create_optimizer(config, 40)
+
+
+def test_create_model_follows_the_config(tiny_config):
+  """Model fields come from the config: ops allowed, LT, padding, node reduction, precision."""
+  config = tiny_config(**{'space.masked_ops': 'none', 'model.lt_skip': True,
+                          'model.pool_exclude_padding': False, 'model.node_reduction': 'mean'})
+  model = train.create_model(config)
+  assert model.allowed_ops == (1, 2, 3, 4) and model.lt_skip and not model.lt_pool
+  assert not model.pool_exclude_padding and model.node_reduction == 'mean'
+  assert model.dtype == jnp.float32 and model.channels == 4 and model.cells_per_stage == 1
+  config.train.precision = 'bf16'
+  assert train.create_model(config).dtype == jnp.bfloat16
+
+
+# -------------------------------------------------------------------- the run loop
+
+
+RUN_FIELDS = {'train.epochs': 2, 'train.lr': 0.05, 'train.checkpoint_every_steps': 6}
+STOP_AT = 5
+
+
+@pytest.fixture(scope='module')
+def runs(tiny_config, tmp_path_factory):
+  """One uninterrupted tiny run, and one stopped after STOP_AT steps then resumed.
+
+  Both runs first stop at step 0 (init and a step-0 checkpoint), so that all their
+  training starts from restored arrays: restored arrays carry a committed sharding,
+  which changes XLA's compilation-cache key, and the two runs then share one
+  compiled step instead of compiling it twice.
+  """
+  config = tiny_config(**RUN_FIELDS)
+  full_dir = str(tmp_path_factory.mktemp('full'))
+  start = train.train(config, full_dir, stop_after_steps=0)
+  full = train.train(config, full_dir)
+  split_dir = str(tmp_path_factory.mktemp('split'))
+  train.train(config, split_dir, stop_after_steps=0)
+  partial = train.train(config, split_dir, stop_after_steps=STOP_AT)
+  partial_trained = workdir_lib.is_trained(split_dir)
+  resumed = train.train(config, split_dir)
+  return dict(config=config, full_dir=full_dir, start=start, full=full, split_dir=split_dir,
+              partial=partial, partial_trained=partial_trained, resumed=resumed)
+
+
+def test_tiny_run_lowers_the_loss(runs):
+  """The logged training loss of the last steps is well below that of the first steps."""
+  losses = _tb_scalars(runs['full_dir'], 'train/loss')
+  steps = train.total_steps(runs['config'], 350)
+  assert sorted(losses) == list(range(1, steps + 1))  # log_every_steps=1
+  values = [losses[s] for s in sorted(losses)]
+  assert np.isfinite(values).all()
+  assert np.mean(values[-3:]) < np.mean(values[:3]) - 0.1
+  assert values[0] == pytest.approx(np.log(10), abs=0.3)  # starts near chance
+  assert int(np.asarray(runs['start'].step)[0]) == 0
+
+
+def test_run_writes_checkpoints_events_and_records(runs):
+  """The workdir holds the newest checkpoints, TB events, config/run records, TRAINED."""
+  wd, config = runs['full_dir'], runs['config']
+  steps = train.total_steps(config, 350)
+  assert int(np.asarray(runs['full'].step)[0]) == steps
+  ckpts = sorted(int(s) for s in os.listdir(os.path.join(wd, 'checkpoints')) if s.isdigit())
+  assert ckpts[-1] == steps and len(ckpts) == config.train.keep_checkpoints
+  assert glob.glob(os.path.join(wd, 'tb', 'events.out.tfevents.*'))
+  assert set(_tb_scalars(wd, 'train/learning_rate')) == set(range(1, steps + 1))
+  assert os.path.isfile(os.path.join(wd, 'config.json'))
+  assert os.path.isfile(os.path.join(wd, 'run_info.json'))
+  with open(os.path.join(wd, workdir_lib.TRAINED_MARKER)) as f:
+    assert int(f.read()) == steps
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(runs):
+  """Stopping after STOP_AT steps and resuming gives the uninterrupted run's state."""
+  assert int(np.asarray(runs['partial'].step)[0]) == STOP_AT
+  assert not runs['partial_trained']
+  full, resumed = runs['full'], runs['resumed']
+  assert int(np.asarray(resumed.step)[0]) == int(np.asarray(full.step)[0])
+  assert _max_change(full.params, runs['partial'].params) > 1e-4  # the stop was real
+  _assert_close(resumed.params, full.params, rtol=0, atol=1e-6, what='params')
+  _assert_close(resumed.batch_stats, full.batch_stats, rtol=0, atol=1e-6, what='batch_stats')
+  _assert_close(resumed.opt_state, full.opt_state, rtol=0, atol=1e-6, what='opt_state')
+  assert workdir_lib.is_trained(runs['split_dir'])
+
+
+def _forbid_training(monkeypatch):
+  def fail(*args, **kwargs):
+    raise AssertionError('training work started')
+  monkeypatch.setattr(train, 'load_device_data', fail)
+  monkeypatch.setattr(train, 'init_states', fail)
+
+
+def _snapshot(workdir):
+  files = {}
+  for root, _, names in os.walk(workdir):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        files[os.path.relpath(path, workdir)] = f.read()
+  return files
+
+
+@pytest.mark.parametrize('field,value', [('train.lr', 0.1), ('space.masked_ops', 'none'),
+                                         ('model.lt_skip', True)])
+def test_workdir_of_another_config_is_refused(runs, tiny_config, monkeypatch, field, value):
+  """A results-changing key differing from config.json: WorkdirError naming it, no writes."""
+  _forbid_training(monkeypatch)
+  wd = runs['full_dir']
+  before = _snapshot(wd)
+  config = tiny_config(**dict(RUN_FIELDS, **{field: value}))
+  with pytest.raises(workdir_lib.WorkdirError, match=field.replace('.', r'\.')):
+    train.train(config, wd)
+  assert _snapshot(wd) == before
+
+
+def test_workdir_accepts_resumable_key_changes(runs, tiny_config):
+  """Changing only logging/checkpoint keys resumes the finished run: same final state."""
+  config = tiny_config(**dict(RUN_FIELDS, **{'train.log_every_steps': 7,
+                                             'train.checkpoint_every_steps': 9}))
+  state = train.train(config, runs['full_dir'])
+  _assert_close(state.params, runs['full'].params, rtol=0, atol=0, what='params')
+
+
+def test_workdir_under_a_file_fails_before_training(tiny_config, tmp_path, monkeypatch):
+  """A workdir that cannot be created (its parent is a file) fails before any training."""
+  _forbid_training(monkeypatch)
+  blocker = tmp_path / 'not_a_folder'
+  blocker.write_text('x')
+  with pytest.raises(workdir_lib.WorkdirError, match='not writable'):
+    train.train(tiny_config(), str(blocker / 'run'))
+
+
+def test_read_only_workdir_fails_before_training(tiny_config, tmp_path, monkeypatch):
+  """A read-only workdir fails before any training (skipped where chmod does not bind)."""
+  _forbid_training(monkeypatch)
+  wd = tmp_path / 'ro'
+  wd.mkdir()
+  wd.chmod(0o555)
+  try:
+    if os.access(wd, os.W_OK):
+      pytest.skip('running as root: chmod does not make the folder read-only')
+    with pytest.raises(workdir_lib.WorkdirError, match='not writable'):
+      train.train(tiny_config(), str(wd))
+    assert not os.listdir(wd)
+  finally:
+    wd.chmod(0o755)
+
+
+@pytest.mark.parametrize('content', ['garbage', 'missing_keys', 'wrong_dtype', 'absent'])
+def test_bad_npz_input_raises_data_error(tiny_config, tmp_path, monkeypatch, content):
+  """Unreadable, incomplete, mistyped or missing .npz files surface as data.DataError."""
+  monkeypatch.setattr(train, 'init_states', lambda *a, **k: pytest.fail('training started'))
+  path = tmp_path / 'cifar.npz'
+  rng = np.random.default_rng(0)
+  arrays = dict(x_train=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+                y_train=np.arange(20) % 10, x_test=np.zeros((4, 32, 32, 3), np.uint8),
+                y_test=np.zeros(4, np.int64))
+  if content == 'garbage':
+    path.write_bytes(b'PK\x03\x04 this is not a zip archive')
+  elif content == 'missing_keys':
+    np.savez(path, x_train=arrays['x_train'], y_train=arrays['y_train'])
+  elif content == 'wrong_dtype':
+    np.savez(path, **dict(arrays, x_train=arrays['x_train'].astype(np.float32)))
+  config = tiny_config(**{'data.source': 'npz', 'data.path': str(path), 'data.val_size': 5})
+  with pytest.raises(data_lib.DataError):
+    train.train(config, str(tmp_path / 'run'))
