@@ -127,8 +127,12 @@ def _load_json(path: str):
     raise RunError(f'{path}: unreadable JSON ({e})') from None
 
 
-def read_sweep(folder: str) -> str:
-  """The sweep/figure a run names in SWEEP or sweep.json; '' when none (never fails)."""
+def read_sweeps(folder: str) -> list[str]:
+  """Every sweep/figure a run belongs to, from SWEEP or sweep.json; [] when none.
+
+  launch.sweep records each sweep that names a run (runs such as s-all are shared
+  by several figures) in sweep.json's 'sweeps' list.
+  """
   for file in SWEEP_FILES:
     path = os.path.join(folder, file)
     try:
@@ -136,17 +140,29 @@ def read_sweep(folder: str) -> str:
         text = f.read().strip()
     except OSError:
       continue
-    if file.endswith('.json'):
-      try:
-        payload = json.loads(text)
-      except ValueError:
-        continue
-      if isinstance(payload, dict):
-        payload = next((payload[k] for k in ('figure', 'sweep', 'name') if k in payload), '')
-      text = str(payload)
-    if text:
-      return text.splitlines()[0].strip()
-  return ''
+    if not file.endswith('.json'):
+      if text:
+        return [text.splitlines()[0].strip()]
+      continue
+    try:
+      payload = json.loads(text)
+    except ValueError:
+      continue
+    if not isinstance(payload, dict):
+      return [str(payload)] if payload else []
+    names = [str(entry.get('figure') or entry.get('sweep') or '')
+             for entry in payload.get('sweeps', []) if isinstance(entry, dict)]
+    names.append(str(next((payload[k] for k in ('figure', 'sweep', 'name') if k in payload), '')))
+    return list(dict.fromkeys(n for n in names if n))
+  return []
+
+
+def read_sweep(folder: str, prefer: str | None = None) -> str:
+  """The sweep a run is reported under: `prefer` when the run belongs to it."""
+  names = read_sweeps(folder)
+  if prefer in names:
+    return prefer
+  return names[-1] if names else ''
 
 
 def size_and_variant(name: str, config: dict) -> tuple[str, str]:
@@ -272,7 +288,7 @@ def read_predictions(path: str, seeds: tuple[str, ...]) -> Predictions:
   return Predictions(indices, scores, np.asarray([truth[i] for i in indices.tolist()]))
 
 
-def load_run(folder: str, eval_name: str) -> Run:
+def load_run(folder: str, eval_name: str, sweep: str | None = None) -> Run:
   """One run's checked results; RunError naming the file that is wrong."""
   results_folder = os.path.join(folder, 'results', eval_name)
   metrics_path = os.path.join(results_folder, results.METRICS_FILE)
@@ -298,7 +314,8 @@ def load_run(folder: str, eval_name: str) -> Run:
                      f'in group all (seed {seed})')
   name = os.path.basename(os.path.normpath(folder))
   size, variant = size_and_variant(name, config)
-  return Run(name=name, folder=folder, size=size, variant=variant, sweep=read_sweep(folder),
+  return Run(name=name, folder=folder, size=size, variant=variant,
+             sweep=read_sweep(folder, sweep),
              eval_name=eval_name, config=config, metrics=summary, seeds=seeds,
              predictions=predictions)
 
@@ -319,14 +336,14 @@ def collect(root: str, eval_name: str | None = None, sweep: str | None = None,
     if (name.startswith('.') or not os.path.isdir(folder)
         or os.path.realpath(folder) in skip or not is_run_folder(folder)):
       continue
-    if sweep and read_sweep(folder) != sweep:
+    if sweep and sweep not in read_sweeps(folder):
       continue
     try:
       chosen = choose_evaluation(folder, eval_name)
       if chosen is None:
         found.missing.append(Problem(name, missing_reason(folder, eval_name)))
       else:
-        found.runs.append(load_run(folder, chosen))
+        found.runs.append(load_run(folder, chosen, sweep))
     except RunError as e:
       found.refused.append(Problem(name, str(e)))
   return found

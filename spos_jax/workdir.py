@@ -41,7 +41,7 @@ def write_json_atomic(path: str, payload) -> None:
   os.replace(tmp, path)
 
 
-def _check_writable(workdir: str) -> None:
+def check_writable(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
     fd, probe = tempfile.mkstemp(dir=workdir, prefix='.write-probe-')
@@ -70,7 +70,7 @@ def prepare(workdir: str, config) -> None:
   (config.RESUMABLE_KEYS) may differ. A config.json without any of those (a start
   that failed early) is simply replaced.
   """
-  _check_writable(workdir)
+  check_writable(workdir)
   current = config_lib.flatten(config)
   saved = load_config_record(workdir)
   has_work = any(os.path.isdir(os.path.join(workdir, sub)) and os.listdir(
