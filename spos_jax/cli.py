@@ -12,11 +12,12 @@ from spos_jax import bench
 from spos_jax import checkpoint
 from spos_jax import config
 from spos_jax import data
+from spos_jax import memory
 from spos_jax import space
 from spos_jax import workdir
 
 USER_ERRORS = (config.ConfigError, workdir.WorkdirError, data.DataError, bench.BenchError,
-               space.ArchError, checkpoint.CheckpointError)
+               space.ArchError, checkpoint.CheckpointError, memory.DeviceMemoryError)
 
 
 def reporting_user_errors(main, extra_errors=()):

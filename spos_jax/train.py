@@ -28,6 +28,7 @@ from spos_jax import augment
 from spos_jax import checkpoint
 from spos_jax import config as config_lib
 from spos_jax import data as data_lib
+from spos_jax import memory
 from spos_jax import model as model_lib
 from spos_jax import preemption
 from spos_jax import sampling
@@ -345,6 +346,11 @@ def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
     states, data = sharding.replicate((states, data), mesh)
   train_chunk = make_train_chunk(config, model, tx, num_steps,
                                  min(config.train.steps_per_dispatch, num_steps), mesh)
+  train_chunk = train_chunk.lower(states, data).compile()
+  memory.check_fits(train_chunk, f'training {len(config.seeds)} seeds of C={config.model.channels}'
+                    f' N={config.model.cells_per_stage} at batch {config.train.batch_size}',
+                    'train fewer seeds per run (--config.seeds), a smaller train.batch_size '
+                    'or train.steps_per_dispatch, or use a larger device')
   schedule = learning_rate_schedule(config, data.num_train)
   micro_per_epoch = steps_per_epoch(config, data.num_train)
   writer = workdir_lib.summary_writer(workdir)

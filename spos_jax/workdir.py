@@ -8,6 +8,7 @@ WORKDIR/tb/           TensorBoard event files
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -113,10 +114,21 @@ def _git_commit() -> str:
     return 'unknown'
 
 
+def _file_sha256(path: str) -> str | None:
+  """sha256 of a file's bytes (as bench.Bench.sha256 records it); None if unreadable."""
+  try:
+    with open(path, 'rb') as f:
+      return hashlib.sha256(f.read()).hexdigest()
+  except OSError:
+    return None
+
+
 def run_info(config) -> dict:
-  """What produced this run: versions, device, commit, data split."""
+  """What produced this run: versions, device, commit, data split, bench file hash."""
   devices = jax.devices()
   return dict(
+      bench_path=config.bench.path,
+      bench_sha256=_file_sha256(config.bench.path) if config.bench.path else None,
       packages=_package_versions(), python=platform.python_version(),
       device_kind=devices[0].device_kind, platform=devices[0].platform,
       device_count=len(devices), git_commit=_git_commit(),

@@ -1,0 +1,27 @@
+"""Device memory estimates turn an out-of-memory crash into a clear error."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+from spos_jax import memory
+
+
+@pytest.fixture(scope='module')
+def compiled():
+  """A program with a 4 MiB argument and a 4 MiB result."""
+  return jax.jit(lambda x: x * 2).lower(jnp.zeros((1024, 1024), jnp.float32)).compile()
+
+
+def test_estimate_counts_arguments_and_outputs(compiled):
+  need = memory.estimate_bytes(compiled)
+  if need is None:
+    pytest.skip('this backend reports no memory analysis')
+  assert need >= 2 * 4 * 2**20
+
+
+def test_too_large_for_the_limit_names_both_numbers(compiled):
+  if memory.estimate_bytes(compiled) is None:
+    pytest.skip('this backend reports no memory analysis')
+  with pytest.raises(memory.DeviceMemoryError, match=r'needs an estimated 0\.0 GiB.*allows 0\.0 GiB; fewer'):
+    memory.check_fits(compiled, 'doubling', 'fewer', limit=2**20)
+  memory.check_fits(compiled, 'doubling', 'fewer', limit=2**40)  # fits: no error
