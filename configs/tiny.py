@@ -1,4 +1,4 @@
-"""A run for a laptop CPU in about a minute: C=8, N=1, 1 seed, 2 epochs on 5k images; ranks ~200 archs on 500 images.
+"""A run for a laptop CPU in about a minute: C=8, N=1, 1 seed, 2 epochs on 5k images; ranks ~200 archs on 250 images.
 
 Trains on a local .npz (x_train, y_train, x_test, y_test), e.g. the decoded offline pack:
 python ../shared/tools/cifar10_q75.py /tmp/cifar10.npz
@@ -21,7 +21,7 @@ def get_config():
   config.train.checkpoint_every_steps = 20
   config.data.source = 'npz'
   config.data.train_subset = 5000  # train on the first 5k of the 45k split
-  config.data.val_size = 500
+  config.data.val_size = 250
   config.eval.batch_size = 250
   config.eval.top_ns = (10, 25, 50, 100)
   config.eval.random_size = 100

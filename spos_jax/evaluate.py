@@ -41,12 +41,13 @@ _RECALIBRATE_STREAM = 7
 
 
 def recalibration_images(config, data: data_lib.DeviceData) -> jax.Array:
-  """[R, B, 32, 32, 3] augmented training batches, fixed by eval.random_seed."""
+  """[R, B, 32, 32, 3] training batches with the run's augmentation, fixed by eval.random_seed."""
   key = jax.random.fold_in(jax.random.PRNGKey(config.eval.random_seed), _RECALIBRATE_STREAM)
   batches = []
   for r in range(config.eval.recalibrate_batches):
     idx = data_lib.micro_batch_indices(key, r, data.num_train, config.train.batch_size)
-    batches.append(augment.augment_batch(jax.random.fold_in(key, r), data.train_images[idx]))
+    batches.append(augment.augment_batch(jax.random.fold_in(key, r), data.train_images[idx],
+                                         config.train.augment))
   return jnp.stack(batches)
 
 
@@ -113,7 +114,8 @@ def score_archs(config, model, params, batch_stats, archs: np.ndarray,
                 data: data_lib.DeviceData, recal_images=None) -> np.ndarray:
   """Validation accuracy (%) of each arch [m, 6] with one seed's weights (fast path)."""
   allowed = config_lib.allowed_ops(config)
-  paths, owner = space.pack_fair_groups(np.asarray(archs, np.int32), allowed)
+  archs, arch_of_row = np.unique(np.asarray(archs, np.int32), axis=0, return_inverse=True)
+  paths, owner = space.pack_fair_groups(archs, allowed)
   bn_mode = config.eval.bn_mode
   scorer = make_group_scorer(model, bn_mode)
   recalibrate = make_group_recalibrator(model) if bn_mode == 'recalibrate' else None
@@ -133,7 +135,7 @@ def score_archs(config, model, params, batch_stats, archs: np.ndarray,
     correct[start:start + chunk] = np.asarray(counts)[:len(correct[start:start + chunk])]
   accuracy = np.zeros(len(archs))
   accuracy[owner[owner >= 0]] = 100.0 * correct[owner >= 0] / data.num_val
-  return accuracy
+  return accuracy[arch_of_row.reshape(-1)]
 
 
 @functools.lru_cache(maxsize=16)
@@ -218,13 +220,17 @@ def results_complete(config, workdir: str) -> bool:
   return os.path.exists(os.path.join(results_folder(config, workdir), results.METRICS_FILE))
 
 
+def refuse_existing_results(config, workdir: str, overwrite: bool) -> None:
+  if results_complete(config, workdir) and not overwrite:
+    raise EvaluationError(f'{results_folder(config, workdir)} holds results already; pass '
+                          f'--overwrite or set --config.eval.name=OTHER to keep both')
+
+
 def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = False) -> dict:
   """Score the bench's archs with every seed's weights; write the results folder."""
   name = results.results_name(config.eval)
   folder = results_folder(config, workdir)
-  if results_complete(config, workdir) and not overwrite:
-    raise EvaluationError(f'{folder} holds results already; pass --overwrite or set '
-                          f'--config.eval.name=OTHER to keep both')
+  refuse_existing_results(config, workdir, overwrite)
   bench = load_ranking_bench(config)
   rows, groups, top_ns = scored_rows(config, bench)
   if data is None:
@@ -294,6 +300,7 @@ def main(argv):
   config_lib.validate(config)
   if not config.bench.path:
     raise config_lib.ConfigError('bench.path is empty: pass --config.bench.path=TABLE.csv')
+  refuse_existing_results(config, workdir, flags.FLAGS.overwrite)  # before the slow restore
   states, data = restore_trained_states(config, workdir)
   evaluate_run(config, workdir, states, data, overwrite=flags.FLAGS.overwrite)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 
 import numpy as np
 
@@ -100,18 +99,11 @@ def predictions_csv(seeds, indices, arch_strings, scores, truth) -> str:
   return buffer.getvalue()
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.tmp-')
-  with os.fdopen(fd, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def write(folder: str, *, config, bench, seeds, indices, arch_strings, scores, truth,
           groups, evaluated_archs_per_second: float) -> dict:
   """Write predictions.csv then metrics.json into folder; returns the metrics."""
   os.makedirs(folder, exist_ok=True)
-  _write_text_atomic(os.path.join(folder, PREDICTIONS_FILE),
+  workdir_lib.write_text_atomic(os.path.join(folder, PREDICTIONS_FILE),
                      predictions_csv(seeds, indices, arch_strings, scores, truth))
   summary = summarize(seeds, scores, truth, groups, tuple(config.eval.top_ns))
   summary.update(

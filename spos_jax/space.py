@@ -191,6 +191,9 @@ def pack_fair_groups(archs: np.ndarray, allowed: Sequence[int]) -> tuple[np.ndar
   archs = np.asarray(archs)
   if not uses_only(archs, allowed).all():
     raise ArchError('an arch to pack uses an op outside the allowed set')
+  if len(np.unique(arch_code(archs))) != len(archs):
+    raise ArchError('pack_fair_groups needs distinct archs (a coset is complete only '
+                    'when all its members are different rows)')
   pos = np.searchsorted(allowed, archs)  # op positions 0..K-1
   groups = []  # lists of rows
   base_codes = arch_code(coset_base(archs, allowed))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import subprocess
@@ -32,14 +33,43 @@ class WorkdirError(RuntimeError):
   """The workdir cannot be used: unwritable, or it holds another config's run."""
 
 
-def write_json_atomic(path: str, payload) -> None:
-  """Write JSON to a temporary file and rename it: readers never see half a file."""
+def write_text_atomic(path: str, text: str) -> None:
+  """Write to a temporary file and rename it: readers never see half a file.
+
+  The file gets the umask's usual mode (mkstemp's 0600 would hide results from
+  the other users of a shared folder); the temporary file goes if writing fails.
+  """
   folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.json')
-  with os.fdopen(fd, 'w') as f:
-    json.dump(payload, f, indent=2, sort_keys=True, default=str)
-    f.write('\n')
-  os.replace(tmp, path)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _strict_json(value):
+  """NaN/Inf (e.g. the correlation of constant predictions) -> null: strict JSON."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, dict):
+    return {k: _strict_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_strict_json(v) for v in value]
+  return value
+
+
+def write_json_atomic(path: str, payload) -> None:
+  """Atomic, strict JSON (NaN written as null)."""
+  text = json.dumps(_strict_json(payload), indent=2, sort_keys=True, default=str,
+                    allow_nan=False)
+  write_text_atomic(path, text + '\n')
 
 
 def check_writable(workdir: str) -> None:
