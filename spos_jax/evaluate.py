@@ -275,8 +275,15 @@ def restore_trained_states(config, workdir: str):
   step = ckpt.latest_step()
   if step is None:
     raise EvaluationError(f'{ckpt.directory} holds no checkpoint')
-  states = ckpt.restore(step, template)
-  ckpt.close()
+  try:  # only the final weights are scored: an older checkpoint would be another run
+    states = ckpt.restore(step, template)
+  except Exception as e:  # pylint: disable=broad-except  # orbax raises many kinds
+    raise checkpoint.CheckpointError(
+        f'the final checkpoint {os.path.join(ckpt.directory, str(step))} is unreadable '
+        f'({type(e).__name__}); rerun spos_jax.main on this workdir to retrain its last '
+        f'steps, then evaluate again') from None
+  finally:
+    ckpt.close()
   return states, data
 
 

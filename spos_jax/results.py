@@ -101,10 +101,13 @@ def predictions_csv(seeds, indices, arch_strings, scores, truth) -> str:
 
 def write(folder: str, *, config, bench, seeds, indices, arch_strings, scores, truth,
           groups, evaluated_archs_per_second: float) -> dict:
-  """Write predictions.csv then metrics.json into folder; returns the metrics."""
-  os.makedirs(folder, exist_ok=True)
-  workdir_lib.write_text_atomic(os.path.join(folder, PREDICTIONS_FILE),
-                     predictions_csv(seeds, indices, arch_strings, scores, truth))
+  """Write predictions.csv and metrics.json into folder; returns the metrics.
+
+  Both files are complete on disk (temporary names) before either is renamed into
+  place, so a failure leaves an earlier evaluation's pair untouched; an older
+  metrics.json is removed just before the renames, so that it never stands beside
+  another evaluation's predictions.
+  """
   summary = summarize(seeds, scores, truth, groups, tuple(config.eval.top_ns))
   summary.update(
       seeds=list(seeds),
@@ -113,7 +116,24 @@ def write(folder: str, *, config, bench, seeds, indices, arch_strings, scores, t
       evaluated_archs=int(len(indices)),
       evaluated_archs_per_second=evaluated_archs_per_second,
       config=config_lib.flatten(config))
-  workdir_lib.write_json_atomic(os.path.join(folder, METRICS_FILE), summary)
+  os.makedirs(folder, exist_ok=True)
+  predictions_tmp = workdir_lib.write_temporary(
+      folder, predictions_csv(seeds, indices, arch_strings, scores, truth))
+  try:
+    metrics_tmp = workdir_lib.write_temporary(folder, workdir_lib.json_text(summary))
+  except BaseException:
+    os.remove(predictions_tmp)
+    raise
+  metrics_path = os.path.join(folder, METRICS_FILE)
+  if os.path.exists(metrics_path):
+    os.remove(metrics_path)
+  try:
+    os.replace(predictions_tmp, os.path.join(folder, PREDICTIONS_FILE))
+    os.replace(metrics_tmp, metrics_path)
+  finally:
+    for tmp in (predictions_tmp, metrics_tmp):
+      if os.path.exists(tmp):
+        os.remove(tmp)
   return summary
 
 

@@ -33,13 +33,12 @@ class WorkdirError(RuntimeError):
   """The workdir cannot be used: unwritable, or it holds another config's run."""
 
 
-def write_text_atomic(path: str, text: str) -> None:
-  """Write to a temporary file and rename it: readers never see half a file.
+def write_temporary(folder: str, text: str) -> str:
+  """Write text to a new temporary file in folder; its path. Removed if writing fails.
 
-  The file gets the umask's usual mode (mkstemp's 0600 would hide results from
-  the other users of a shared folder); the temporary file goes if writing fails.
+  The file gets the umask's usual mode (mkstemp's 0600 would hide results from the
+  other users of a shared folder).
   """
-  folder = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-')
   try:
     with os.fdopen(fd, 'w') as f:
@@ -47,11 +46,15 @@ def write_text_atomic(path: str, text: str) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
   except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    os.remove(tmp)
     raise
+  return tmp
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """Write to a temporary file and rename it: readers never see half a file."""
+  os.replace(write_temporary(os.path.dirname(os.path.abspath(path)), text), path)
 
 
 def _strict_json(value):
@@ -65,11 +68,14 @@ def _strict_json(value):
   return value
 
 
+def json_text(payload) -> str:
+  """Strict JSON (NaN written as null), indented, keys sorted."""
+  return json.dumps(_strict_json(payload), indent=2, sort_keys=True, default=str,
+                    allow_nan=False) + '\n'
+
+
 def write_json_atomic(path: str, payload) -> None:
-  """Atomic, strict JSON (NaN written as null)."""
-  text = json.dumps(_strict_json(payload), indent=2, sort_keys=True, default=str,
-                    allow_nan=False)
-  write_text_atomic(path, text + '\n')
+  write_text_atomic(path, json_text(payload))
 
 
 def check_writable(workdir: str) -> None:

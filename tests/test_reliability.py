@@ -493,10 +493,6 @@ def test_all_checkpoints_unreadable_refuses_to_start_and_touches_nothing(referen
   assert read(os.path.join(wd, workdir_lib.TRAINED_MARKER)) == trained
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'evaluate.restore_trained_states restores the newest checkpoint without handling an '
-    'unreadable one: `python -m spos_jax.evaluate` ends with orbax\'s traceback (exit 1) '
-    'instead of an error naming the checkpoint (exit 2, like spos_jax.main\'s CheckpointError)'))
 def test_rescoring_a_run_whose_final_checkpoint_is_garbled_names_it(reference, tmp_path):
   """The re-scoring program on a finished run whose final checkpoint was garbled: a
   user error naming that checkpoint (it must not score older weights either)."""
@@ -594,8 +590,8 @@ class InjectedFailure(OSError):
 
 
 def _fail_evaluation(patch, where):
-  """Make the evaluation fail after the first seed was scored ('scoring'), after
-  predictions.csv was written ('summary') or when metrics.json is put in place, its
+  """Make the evaluation fail after the first seed was scored ('scoring'), while the
+  metrics are summarised ('summary') or when metrics.json is put in place, its
   text written ('metrics_write': the rename fails with ENOSPC)."""
   if where == 'scoring':
     real = evaluate.score_archs
@@ -636,7 +632,7 @@ def test_failed_evaluation_leaves_no_metrics_and_the_rerun_completes(reference, 
     assert not evaluate.results_complete(config, wd), where
     left[where] = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
   assert left['scoring'] == []  # nothing written before the scores of every seed exist
-  assert left['summary'] == [results.PREDICTIONS_FILE]  # metrics.json comes last
+  assert left['summary'] == []  # both files are computed before either is written
   assert left['metrics_write'] == [results.PREDICTIONS_FILE]  # no temporary file left
   train.train_and_evaluate(config, wd)
   assert evaluate.results_complete(config, wd)
@@ -652,11 +648,6 @@ def test_failed_evaluation_leaves_no_metrics_and_the_rerun_completes(reference, 
   assert sorted(os.listdir(folder)) == [results.METRICS_FILE, results.PREDICTIONS_FILE]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'evaluate_run(overwrite=True) writes the new predictions.csv next to the old '
-    'metrics.json before writing the new one (results.write): a failure in between '
-    'leaves a folder that looks complete (metrics.json present) whose two files come '
-    'from different evaluations'))
 def test_failed_overwrite_does_not_leave_old_metrics_with_new_predictions(reference, tmp_path,
                                                                           monkeypatch):
   """Re-scoring a finished run into its existing results folder (evaluate --overwrite,
