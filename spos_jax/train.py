@@ -221,9 +221,8 @@ def reference_micro_step(config, model, tx_multi, state: TrainState, data, membe
     loss = cross_entropy(logits, labels[member], config.train.label_smoothing).mean()
     return loss, (new_vars['batch_stats'], logits)
 
-  grads, (new_stats, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
+  (loss, (new_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   correct = (logits.argmax(-1) == labels[member]).sum()
-  loss = cross_entropy(logits, labels[member], config.train.label_smoothing).mean()
   return _finish_step(state, tx_multi, grads, new_stats, loss, correct, labels[member].size)
 
 
@@ -304,7 +303,7 @@ def _log_progress(writer, config, metrics, *, step, num_steps, rate, lr, epoch) 
   valid = np.asarray(metrics['valid'], bool)[:, 0]
   losses = np.asarray(metrics['loss'])[valid]
   loss, acc = float(losses.mean()), float(np.asarray(metrics['accuracy'])[valid].mean())
-  images_left = (num_steps - step) * rate_images_per_step(config)
+  images_left = (num_steps - step) * images_per_step(config)
   logging.info('epoch %.2f/%d step %d/%d loss %.4f acc %.3f lr %.5f %.0f img/s ETA %s',
                epoch, config.train.epochs, step, num_steps, loss, acc, lr, rate,
                _format_eta(images_left / max(rate, 1e-9)))
@@ -317,7 +316,7 @@ def _log_progress(writer, config, metrics, *, step, num_steps, rate, lr, epoch) 
   writer.flush()
 
 
-def rate_images_per_step(config) -> int:
+def images_per_step(config) -> int:
   """Training images of one optimizer step, all seeds together."""
   return len(config.seeds) * config_lib.group_size(config) * config.train.batch_size
 
@@ -368,7 +367,7 @@ def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
       step = int(np.asarray(states.step)[0])
       if step - last_logged >= config.train.log_every_steps or step == num_steps:
         now = time.time()
-        rate = (step - last_logged) * rate_images_per_step(config) / max(now - last_log_time,
+        rate = (step - last_logged) * images_per_step(config) / max(now - last_log_time,
                                                                          1e-9)
         _log_progress(writer, config, metrics, step=step, num_steps=num_steps, rate=rate,
                       lr=float(schedule(step - 1)),
