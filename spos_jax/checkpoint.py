@@ -82,7 +82,7 @@ class Checkpointer:
     self._manager.close()
     os.makedirs(self.quarantine, exist_ok=True)
     for path in paths:
-      target = os.path.join(self.quarantine, f'{os.path.basename(path)}-{int(time.time())}')
+      target = os.path.join(self.quarantine, f'{os.path.basename(path)}-{time.time_ns()}')
       os.replace(path, target)
       logging.warning('moved unreadable checkpoint %s to %s', path, target)
     self._manager = self._open()

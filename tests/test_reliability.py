@@ -648,23 +648,33 @@ def test_failed_evaluation_leaves_no_metrics_and_the_rerun_completes(reference, 
   assert sorted(os.listdir(folder)) == [results.METRICS_FILE, results.PREDICTIONS_FILE]
 
 
+@pytest.mark.parametrize('where', ['summary', 'metrics_write'])
 def test_failed_overwrite_does_not_leave_old_metrics_with_new_predictions(reference, tmp_path,
-                                                                          monkeypatch):
+                                                                          monkeypatch, where):
   """Re-scoring a finished run into its existing results folder (evaluate --overwrite,
-  here with another random sample) fails after predictions.csv: the folder must not
-  claim a completed evaluation with predictions.csv of the failed one."""
+  here with another random sample) fails while summarising ('summary': the earlier
+  pair stays untouched) or when metrics.json is renamed into place, after the new
+  predictions.csv was ('metrics_write'): the folder must never claim a completed
+  evaluation (metrics.json present) beside predictions.csv of the failed one."""
   config = reference['config'].copy_and_resolve_references()
   config_lib.set_flat(config, 'eval.random_size', 10)
   wd = copy_run(reference, tmp_path)
   folder = evaluate.results_folder(config, wd)
+  before = snapshot(folder)
   old_predictions = read(os.path.join(folder, results.PREDICTIONS_FILE))
-  monkeypatch.setattr(results, 'summarize',
-                      lambda *a, **k: (_ for _ in ()).throw(InjectedFailure('summary')))
-  with pytest.raises(InjectedFailure):
-    evaluate.evaluate_run(config, wd, reference['trained'], reference['data'], overwrite=True)
+  with monkeypatch.context() as patch:
+    _fail_evaluation(patch, where)
+    with pytest.raises(InjectedFailure):
+      evaluate.evaluate_run(config, wd, reference['trained'], reference['data'],
+                            overwrite=True)
   new_predictions = read(os.path.join(folder, results.PREDICTIONS_FILE))
   looks_complete = evaluate.results_complete(config, wd)
   assert not (looks_complete and new_predictions != old_predictions), (
       f'{folder}: metrics.json of the old evaluation ({len(old_predictions.splitlines())} '
       f'lines of predictions) next to predictions.csv of the failed one '
       f'({len(new_predictions.splitlines())} lines)')
+  if where == 'summary':
+    assert snapshot(folder) == before  # nothing was written: the old pair stands
+  else:
+    assert new_predictions != old_predictions and not looks_complete
+    assert sorted(os.listdir(folder)) == [results.PREDICTIONS_FILE]  # no temporary files
