@@ -40,6 +40,7 @@ def bench_config(args):
   c = config_lib.base_config()
   c.model.channels, c.model.cells_per_stage = SIZES[args.size]
   c.seeds = tuple(range(args.seeds))
+  c.model.scan_cells = args.scan_cells
   c.train.precision = args.precision
   c.train.batch_size = args.batch_size
   c.train.steps_per_dispatch = args.steps_per_dispatch
@@ -53,9 +54,13 @@ def bench_config(args):
 
 def device_record() -> dict:
   device = jax.devices()[0]
+  def git(*args):
+    return subprocess.run(['git', *args], capture_output=True, text=True,
+                          cwd=Path(__file__).parent, timeout=5).stdout.strip()
   try:
-    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-                            text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    commit = git('rev-parse', '--short', 'HEAD')
+    if commit and git('status', '--porcelain', '--untracked-files=no'):
+      commit += '+dirty'  # measured with uncommitted changes
   except (OSError, subprocess.SubprocessError):
     commit = ''
   return dict(device=device.device_kind, platform=device.platform, jax=jax.__version__,
@@ -151,6 +156,7 @@ def main():
   p.add_argument('--batch_size', type=int, default=256)
   p.add_argument('--steps_per_dispatch', type=int, default=10)
   p.add_argument('--groups_per_call', type=int, default=8)
+  p.add_argument('--scan_cells', action='store_true', help='config model.scan_cells')
   p.add_argument('--train_images', type=int, default=45000)
   p.add_argument('--val_images', type=int, default=5000)
   p.add_argument('--eval_archs', type=int, default=400, help='archs for eval/fast')
@@ -162,7 +168,7 @@ def main():
   arrays = data_lib.load_arrays('synthetic', synthetic_size=c.data.synthetic_size)
   data = data_lib.to_device(arrays, c.data.val_size, 0)
   base = dict(device_record(), size=args.size, seeds=args.seeds, precision=args.precision,
-              batch_size=args.batch_size)
+              batch_size=args.batch_size, scan_cells=args.scan_cells)
   wanted = set(args.only.split(','))
   if 'train_fast' in wanted:
     measure_train_fast(c, data, base, args.min_seconds)

@@ -25,6 +25,9 @@ from spos_jax import workdir as workdir_lib
 
 SWEEP_RECORD = 'sweep.json'
 LOG_FILE = 'log.txt'
+# Under ROOT: JAX's persistent compilation cache of every run of the root, so a
+# requeued or repeated run loads its compiled steps instead of compiling again.
+COMPILATION_CACHE = '.jax_cache'
 
 
 class SweepError(ValueError):
@@ -40,14 +43,17 @@ class Job:
   flags: dict  # --config.KEY=VALUE strings: the run's, then the command line's
   config: object  # the resolved ConfigDict, as main will see it
   workdir: str
+  compilation_cache: str = ''  # --compilation_cache of the main job; '' passes none
 
   @property
   def log(self) -> str:
     return os.path.join(self.workdir, LOG_FILE)
 
   def command(self, python: str = sys.executable) -> list[str]:
+    cache = [f'--compilation_cache={self.compilation_cache}'] if self.compilation_cache else []
     return [python, '-m', 'spos_jax.main', f'--config={self.base_config}',
-            f'--workdir={self.workdir}', *(f'--config.{k}={v}' for k, v in self.flags.items())]
+            f'--workdir={self.workdir}', *cache,
+            *(f'--config.{k}={v}' for k, v in self.flags.items())]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +167,7 @@ def jobs_for(sweep: Sweep, root: str, sizes: dict, cli_overrides: dict,
              split_seeds: bool = False) -> list[Job]:
   """Every job of the sweep: run overrides, then the command line's; optionally per seed."""
   jobs = []
+  cache = os.path.join(root, COMPILATION_CACHE)
   for run in sweep.runs:
     if run.size not in sizes:
       raise SweepError(f'run {run.name}: size {run.size!r} has no config file in the sweep')
@@ -169,14 +176,14 @@ def jobs_for(sweep: Sweep, root: str, sizes: dict, cli_overrides: dict,
     config = _resolve_run(run.name, base, overrides)
     if not split_seeds:
       jobs.append(Job(run.name, run, run.overrides, base, overrides, config,
-                      os.path.join(root, run.name)))
+                      os.path.join(root, run.name), cache))
       continue
     # The split's seeds=(s,) goes last: it must win over a command-line --config.seeds.
     for one in grid.split_seeds(run, config.seeds):
       one_overrides = {**overrides, 'seeds': flag_value(one.overrides['seeds'])}
       jobs.append(Job(one.name, run, one.overrides, base, one_overrides,
                       _resolve_run(one.name, base, one_overrides),
-                      os.path.join(root, one.name)))
+                      os.path.join(root, one.name), cache))
   return jobs
 
 

@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.lt_pool = False  # Linear Transformer after avg_pool_3x3
   c.model.pool_exclude_padding = True  # NB201; the paper's code counted the padding
   c.model.node_reduction = 'sum'  # 'sum' (NB201, paper code) or 'mean' (paper text)
+  c.model.scan_cells = False  # one nn.scan over each stage's cells: smaller graph, faster compile
 
   c.space = ml_collections.ConfigDict()
   c.space.masked_ops = ''  # comma list of ops never sampled, e.g. 'none,avg_pool_3x3'

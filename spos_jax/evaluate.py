@@ -29,8 +29,10 @@ import numpy as np
 from spos_jax import augment
 from spos_jax import bench as bench_lib
 from spos_jax import checkpoint
+from spos_jax import cli
 from spos_jax import config as config_lib
 from spos_jax import data as data_lib
+from spos_jax import memory
 from spos_jax import results
 from spos_jax import space
 from spos_jax import train as train_lib
@@ -66,7 +68,7 @@ def _correct(logits, labels):
 
 @functools.lru_cache(maxsize=16)  # one compiled scorer per model and mode, across seeds
 def make_group_scorer(model, bn_mode: str):
-  """jit(params, batch_stats, paths [M, K, 6], images [B, ...], labels [B]) -> [M, K].
+  """(params, batch_stats, paths [M, K, 6], images [B, ...], labels [B]) -> [M, K], jitted.
 
   Correct predictions of each member of M fair groups on the batch. With bn_mode
   'recalibrate', batch_stats carry a leading M axis (from `make_group_recalibrator`).
@@ -81,12 +83,17 @@ def make_group_scorer(model, bn_mode: str):
     return _correct(logits, labels)
 
   stats_axis = 0 if bn_mode == 'recalibrate' else None
-  return jax.jit(jax.vmap(one_group, in_axes=(None, stats_axis, 0, None, None)))
+  return memory.CheckedJit(
+      jax.vmap(one_group, in_axes=(None, stats_axis, 0, None, None)),
+      lambda params, stats, paths, x, labels: (
+          f'scoring {paths.shape[0]} fair groups of {paths.shape[1]} archs on '
+          f'{x.shape[0]} images'),
+      'lower eval.groups_per_call or eval.batch_size')
 
 
 @functools.lru_cache(maxsize=16)
 def make_group_recalibrator(model):
-  """jit(params, batch_stats, paths [M, K, 6], recal [R, B, ...]) -> stats with axis M.
+  """(params, batch_stats, paths [M, K, 6], recal [R, B, ...]) -> stats with axis M, jitted.
 
   Shared BNs (stem, reductions, head) get statistics per member, [K, C].
   """
@@ -100,7 +107,12 @@ def make_group_recalibrator(model):
       return new['batch_stats']
     return _average_stats(jax.lax.map(batch_stats_of, recal))
 
-  return jax.jit(jax.vmap(one_group, in_axes=(None, None, 0, None)))
+  return memory.CheckedJit(
+      jax.vmap(one_group, in_axes=(None, None, 0, None)),
+      lambda params, stats, paths, recal: (
+          f'recalibrating BN of {paths.shape[0]} fair groups of {paths.shape[1]} archs on '
+          f'batches of {recal.shape[1]} images'),
+      'lower eval.groups_per_call or train.batch_size')
 
 
 def _eval_batches(images, labels, batch_size):
@@ -292,6 +304,7 @@ def main(argv):
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise SystemExit(f'unexpected arguments: {argv[1:]}')
+  cli.apply_compilation_cache()
   workdir = flags.FLAGS.workdir
   saved = workdir_lib.load_config_record(workdir)
   if saved is None:
@@ -317,9 +330,9 @@ if __name__ == '__main__':
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  from spos_jax import cli  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string('workdir', None, 'Folder of a finished run (spos_jax.main).')
   flags.DEFINE_bool('overwrite', False, 'Replace results of the same name.')
+  cli.define_compilation_cache_flag()
   config_flags.DEFINE_config_dict('config', config_lib.base_config(), lock_config=True)
   flags.mark_flags_as_required(['workdir'])
   app.run(cli.reporting_user_errors(main, (EvaluationError,)))

@@ -20,12 +20,14 @@ from spos_jax import train
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and results.')
 config_flags.DEFINE_config_file('config', None, 'A get_config() file.', lock_config=True)
+cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.apply_compilation_cache()
   logging.info('JAX devices: %s', jax.devices())
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

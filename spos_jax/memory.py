@@ -41,3 +41,24 @@ def check_fits(compiled, what: str, hint: str, limit: int | None = None) -> None
   raise DeviceMemoryError(
       f'{what} needs an estimated {need / gib:.1f} GiB of device memory, but '
       f'{jax.devices()[0].device_kind} allows {limit / gib:.1f} GiB; {hint}')
+
+
+class CheckedJit:
+  """jax.jit(fn), compiled once per argument shapes and checked with check_fits.
+
+  `describe(*args)` names the program in the error; `hint` says what to lower.
+  """
+
+  def __init__(self, fn, describe, hint: str, limit: int | None = None):
+    self._jitted = jax.jit(fn)
+    self._describe, self._hint, self._limit = describe, hint, limit
+    self._compiled = {}
+
+  def __call__(self, *args):
+    leaves, tree = jax.tree.flatten(args)
+    key = (tree, tuple((leaf.shape, leaf.dtype) for leaf in leaves))
+    if key not in self._compiled:
+      compiled = self._jitted.lower(*args).compile()
+      check_fits(compiled, self._describe(*args), self._hint, self._limit)
+      self._compiled[key] = compiled
+    return self._compiled[key](*args)

@@ -13,6 +13,8 @@ One module serves three uses, with identical parameter names:
     result equals K separate single-path forwards.
   * stand-alone: `fixed_arch` set; each edge owns only its one op and `path` is
     unused. Its parameters are a subset of the super-network's.
+With `scan_cells` the N identical cells of a stage run as one `nn.scan` (a smaller
+graph to compile); their variables carry a leading [N] axis (`stack_cells`).
 """
 from __future__ import annotations
 
@@ -58,8 +60,9 @@ class BatchNorm(nn.Module):
     x32 = x.astype(jnp.float32)
     if train:
       axes = (-4, -3, -2)
+      # One pass over x (E[x^2] - E[x]^2, as flax.linen.BatchNorm): both reductions fuse.
       mean = x32.mean(axes)
-      var = jnp.square(x32 - _broadcast_stat(mean)).mean(axes)
+      var = jnp.maximum(jnp.square(x32).mean(axes) - jnp.square(mean), 0.0)
       if not self.is_initializing():
         if self.capture:
           ra_mean.value, ra_var.value = mean, var
@@ -199,12 +202,32 @@ class Edge(nn.Module):
     if x.shape[0] != len(self.op_indices):
       raise ValueError(f'a fair group has one member per allowed op: '
                        f'{len(self.op_indices)}, got {x.shape[0]}')
-    outs = []
-    for j, op in enumerate(self.op_indices):
-      member = jnp.argmax(ops == op)
-      outs.append(self._branch(j, train)(self, x[member]))
-    # outs is ordered by op; member k gets the output of the op it drew.
-    return jnp.stack(outs)[_op_positions(self.op_indices)[ops]]
+    position = _op_positions(self.op_indices)[ops]  # member k drew op op_indices[position[k]]
+    by_op = permute_members(x, jnp.argsort(position))  # row j: the member that drew op j
+    outs = jnp.stack([self._branch(j, train)(self, by_op[j])
+                      for j in range(len(self.op_indices))])
+    return permute_members(outs, position)  # back to member order
+
+
+@jax.custom_vjp
+def permute_members(x, order):
+  """x[order] along the leading axis; `order` must be a permutation.
+
+  Autodiff would transpose the gather into a scatter-add; a permutation's transpose
+  is the gather by its inverse, which is what the backward pass runs instead.
+  """
+  return x.at[order].get(mode='promise_in_bounds', unique_indices=True)
+
+
+def _permute_members_fwd(x, order):
+  return permute_members(x, order), order
+
+
+def _permute_members_bwd(order, grad):
+  return permute_members(grad, jnp.argsort(order)), None
+
+
+permute_members.defvjp(_permute_members_fwd, _permute_members_bwd)
 
 
 def _op_positions(op_indices: Sequence[int]) -> jax.Array:
@@ -250,6 +273,15 @@ class Cell(nn.Module):
     return nodes[-1]
 
 
+class ScanStep(Cell):
+  """One cell as an `nn.scan` body: (x, path) -> (next x, None); train, grouped fixed."""
+  train: bool = False
+  grouped: bool = False
+
+  def __call__(self, x, path):  # pylint: disable=arguments-differ
+    return super().__call__(x, path, self.train, self.grouped), None
+
+
 class ReductionBlock(nn.Module):
   """ResNet basic block, stride 2 (SPEC 2); shortcut 2x2 avg-pool then 1x1 conv."""
   features: int
@@ -285,6 +317,7 @@ class SuperNet(nn.Module):
   fixed_arch: tuple[int, ...] | None = None
   bn_momentum: float = 0.9
   bn_capture: bool = False
+  scan_cells: bool = False
   dtype: Any = jnp.float32
 
   @property
@@ -305,21 +338,60 @@ class SuperNet(nn.Module):
     x = images.astype(self.dtype)
     x = bn('stem_bn')(_flat_leading(_conv(self.channels, 3, name='stem', dtype=self.dtype), x),
                       train)
-    cell_index = 0
     for stage in range(3):
       features = self.channels * 2 ** stage
       if stage > 0:
         x = ReductionBlock(features, self.bn_momentum, self.bn_capture, self.dtype,
                            name=f'reduction_{stage}')(x, train)
+      cell_args = (features, None if self.fixed_arch else tuple(self.allowed_ops),
+                   self.fixed_arch, self.lt_skip, self.lt_pool, self.pool_exclude_padding,
+                   self.node_reduction, self.bn_momentum, self.bn_capture, self.dtype)
+      if self.scan_cells:
+        x = self._scanned_stage(cell_args, stage, x, path, unshared, train, grouped)
+        continue
+      first = stage * self.cells_per_stage
       for i in range(self.cells_per_stage):
         cell_path = None
         if path is not None:
-          cell_path = path[..., cell_index, :] if unshared else path
-        x = Cell(features, None if self.fixed_arch else tuple(self.allowed_ops),
-                 self.fixed_arch, self.lt_skip, self.lt_pool, self.pool_exclude_padding,
-                 self.node_reduction, self.bn_momentum, self.bn_capture, self.dtype,
-                 name=f'cell_{stage}_{i}')(x, cell_path, train, grouped)
-        cell_index += 1
+          cell_path = path[..., first + i, :] if unshared else path
+        x = Cell(*cell_args, name=f'cell_{stage}_{i}')(x, cell_path, train, grouped)
     x = nn.relu(bn('head_bn')(x, train))
     x = x.astype(jnp.float32).mean(axis=(-3, -2))
     return nn.Dense(self.num_classes, kernel_init=torch_default_init, name='classifier')(x)
+
+  def _scanned_stage(self, cell_args, stage, x, path, unshared, train, grouped):
+    """The N identical cells of a stage as one `nn.scan` (one cell in the graph).
+
+    Variables get a leading [N] axis (`stack_cells` converts from the unrolled
+    layout); the paths are scanned along with them.
+    """
+    n = self.cells_per_stage
+    if path is None:  # fixed_arch: the cells take no path
+      cell_paths = jnp.zeros((n, space.NUM_EDGES), jnp.int32)
+    elif unshared:
+      first = stage * n
+      cell_paths = jnp.moveaxis(path[..., first:first + n, :], -2, 0)
+    else:
+      cell_paths = jnp.broadcast_to(path, (n,) + path.shape)
+    scan = nn.scan(ScanStep, variable_axes={'params': 0, 'batch_stats': 0},
+                   split_rngs={'params': True}, in_axes=0, length=n)
+    x, _ = scan(*cell_args, train=train, grouped=grouped, name=f'cells_{stage}')(x, cell_paths)
+    return x
+
+
+def stack_cells(variables, cells_per_stage: int):
+  """Unrolled variables (cell_{s}_{i}) -> the scan_cells layout (cells_{s}, axis [N])."""
+  out = {k: v for k, v in variables.items() if not k.startswith('cell_')}
+  for stage in range(3):
+    cells = [variables[f'cell_{stage}_{i}'] for i in range(cells_per_stage)]
+    out[f'cells_{stage}'] = jax.tree.map(lambda *leaves: jnp.stack(leaves), *cells)
+  return out
+
+
+def unstack_cells(variables, cells_per_stage: int):
+  """The scan_cells layout -> unrolled variables (the inverse of stack_cells)."""
+  out = {k: v for k, v in variables.items() if not k.startswith('cells_')}
+  for stage in range(3):
+    for i in range(cells_per_stage):
+      out[f'cell_{stage}_{i}'] = jax.tree.map(lambda leaf: leaf[i], variables[f'cells_{stage}'])
+  return out

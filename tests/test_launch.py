@@ -118,6 +118,7 @@ def test_local_interrupted_run_resumes_then_finished_runs_skip(tmp_path, env):
   assert 'resumed from step' in (root / 'ranked' / 'log.txt').read_text()
   assert (root / 'ranked' / 'results' / 'running-groups' / 'metrics.json').exists()
   assert (root / 'trained' / 'TRAINED').exists()
+  assert list((root / '.jax_cache').iterdir()), 'the runs left no compiled executables'
   record = json.loads((root / 'ranked' / 'sweep.json').read_text())
   assert (record['run'], record['sweep'], record['figure']) == ('ranked', 'tiny_sweep', 'test')
   assert record['overrides']['eval.top_ns'] == [10, 25]
@@ -179,6 +180,9 @@ def test_split_seeds_jobs(tmp_path):
   assert jobs[3].config.seeds == (3,) and jobs[3].config.space.masked_ops == 'none'
   assert jobs[3].overrides == {'space.masked_ops': 'none', 'seeds': (3,)}
   assert '--config.seeds=(3,)' in jobs[3].command()
+  # Every run of a root shares one compilation cache (seeds split or not).
+  assert {j.compilation_cache for j in jobs} == {str(tmp_path / '.jax_cache')}
+  assert f'--compilation_cache={tmp_path / ".jax_cache"}' in jobs[0].command()
 
 
 def run_list_of(script: str) -> Path:

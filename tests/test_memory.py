@@ -25,3 +25,23 @@ def test_too_large_for_the_limit_names_both_numbers(compiled):
   with pytest.raises(memory.DeviceMemoryError, match=r'needs an estimated 0\.0 GiB.*allows 0\.0 GiB; fewer'):
     memory.check_fits(compiled, 'doubling', 'fewer', limit=2**20)
   memory.check_fits(compiled, 'doubling', 'fewer', limit=2**40)  # fits: no error
+
+
+def test_checked_jit_compiles_once_per_shape_and_refuses_what_cannot_fit():
+  traces = []
+
+  def double(x):
+    traces.append(x.shape)
+    return x * 2
+
+  checked = memory.CheckedJit(double, lambda x: f'doubling {x.shape}', 'use less', limit=2**40)
+  assert float(checked(jnp.ones((4,)))[0]) == 2.0
+  checked(jnp.zeros((4,)))
+  checked(jnp.zeros((8,)))
+  assert traces == [(4,), (8,)]  # one compile per shape, reused after
+  if memory.estimate_bytes(jax.jit(double).lower(jnp.zeros(4)).compile()) is None:
+    pytest.skip('this backend reports no memory analysis')
+  tight = memory.CheckedJit(double, lambda x: f'doubling {x.shape}', 'use less', limit=2**20)
+  with pytest.raises(memory.DeviceMemoryError,
+                     match=r'doubling \(1024, 1024\) needs an estimated .*; use less'):
+    tight(jnp.zeros((1024, 1024), jnp.float32))

@@ -8,7 +8,7 @@ import pytest
 from spos_jax import model as model_lib
 from spos_jax import sampling, space
 
-from conftest import fast_jit
+from conftest import fast_jit, random_variables
 
 C = 4  # channels of the tiny nets (stages at 4, 8, 16); N = 1 cell per stage
 FULL = (0, 1, 2, 3, 4)
@@ -348,3 +348,47 @@ def test_bn_capture_stores_per_member_stats_in_group_mode(supernet_variables, im
     np.testing.assert_allclose(stats[('stem_bn', 'var')][k], h.var((0, 1, 2)), rtol=1e-4,
                                atol=1e-5)
   assert np.abs(np.asarray(stats[('stem_bn', 'mean')][0] - stats[('stem_bn', 'mean')][1])).max() > 0
+
+
+# -------------------------------------------------------------- permutations, scanned cells
+
+
+def test_permute_members_gradient_is_the_inverse_gather():
+  """The custom backward of permute_members equals autodiff of the plain gather."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(5, 3, 2)), jnp.float32)
+  weights = jnp.asarray(rng.normal(size=(5, 3, 2)), jnp.float32)
+  for order in ([0, 1, 2, 3, 4], [3, 0, 4, 2, 1], [4, 3, 2, 1, 0]):
+    order = jnp.asarray(order)
+    np.testing.assert_array_equal(model_lib.permute_members(x, order), x[order])
+    fast = jax.grad(lambda v: (model_lib.permute_members(v, order) * weights).sum())(x)
+    plain = jax.grad(lambda v: (v[order] * weights).sum())(x)
+    np.testing.assert_array_equal(fast, plain)
+
+
+@pytest.mark.parametrize('num_cells', [None, 6], ids=['shared', 'unshared'])
+def test_scanned_cells_equal_unrolled_cells(images, num_cells):
+  """model.scan_cells: same logits, BN updates and gradients as the unrolled cells."""
+  unrolled, scanned = _net(cells_per_stage=2), _net(cells_per_stage=2, scan_cells=True)
+  variables = random_variables(unrolled)
+  stacked = {col: model_lib.stack_cells(v, 2) for col, v in variables.items()}
+  assert jax.tree.structure(stacked) == jax.tree.structure(random_variables(scanned))
+  _assert_trees_close(
+      {col: model_lib.unstack_cells(v, 2) for col, v in stacked.items()}, variables, 0, 0)
+  paths = sampling.fair_group(jax.random.PRNGKey(5), FULL, num_cells)
+
+  def loss_and_stats(net, v):
+    def loss(params):
+      logits, new = net.apply({'params': params, 'batch_stats': v['batch_stats']}, images,
+                              paths, train=True, mutable=['batch_stats'])
+      return jnp.square(logits).mean(), (logits, new['batch_stats'])
+    return jax.jit(jax.grad(loss, has_aux=True))(v['params'])
+
+  grads, (logits, stats) = loss_and_stats(unrolled, variables)
+  scanned_grads, (scanned_logits, scanned_stats) = loss_and_stats(scanned, stacked)
+  np.testing.assert_allclose(scanned_logits, logits, rtol=1e-5, atol=1e-5)
+  _assert_trees_close(model_lib.unstack_cells(scanned_stats, 2), stats)
+  _assert_trees_close(model_lib.unstack_cells(scanned_grads, 2), grads, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(_eval(scanned, stacked, images[0], paths[0]),
+                             _eval(unrolled, variables, images[0], paths[0]),
+                             rtol=1e-5, atol=1e-5)
