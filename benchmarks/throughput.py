@@ -8,8 +8,9 @@ Synthetic data (45k train / 5k val images on the device). Measurements:
                    scanned in one dispatch per group
   eval/fast        coset-batched scoring (evaluate.score_archs), 5000 images per arch
   eval/reference   one arch at a time, single-path forward
-images_per_s counts the images of all seeds; compile_s is the first call minus a
-steady call. peak_memory_gb is the device's peak (None where the backend has none).
+images_per_s counts the images of all seeds; compile_s is train.compile_train_chunk's
+time for train/fast (trace, lower, compile), else the first call minus a steady
+call. peak_memory_gb is the device's peak (None where the backend has none).
 """
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def emit(record: dict) -> None:
 
 
 def steady_seconds(run, states, data, min_seconds):
-  """(compile seconds, seconds per call) of a donating step function."""
+  """(first call minus a steady call: the compile, seconds per call) of a donating step."""
   (states, _), first = timed(run, states, data)
   (states, _), steady = timed(run, states, data)
   repeats = max(1, int(np.ceil(min_seconds / max(steady, 1e-6))))
@@ -97,16 +98,19 @@ def steady_seconds(run, states, data, min_seconds):
 
 
 def measure_train_fast(c, data, base, min_seconds):
+  """As train.train compiles it: seeds vmapped, or one after another if that would not fit."""
   model = train.create_model(c)
   tx = train.create_optimizer(c, data.num_train)
   states = train.init_states(model, tx, c.seeds)
   chunk = c.train.steps_per_dispatch
-  run = train.make_train_chunk(c, model, tx, 10**9, chunk)
-  compile_s, per_call = steady_seconds(run, states, data, min_seconds)
+  start = time.perf_counter()
+  run, parallel = train.compile_train_chunk(c, model, tx, 10**9, states, data)
+  compile_s = time.perf_counter() - start
+  _, per_call = steady_seconds(run, states, data, min_seconds)
   images = len(c.seeds) * config_lib.group_size(c) * c.train.batch_size * chunk
   emit(dict(base, benchmark='train', path='fast', steps_per_dispatch=chunk,
-            images_per_s=round(images / per_call, 1), compile_s=round(compile_s, 2),
-            peak_memory_gb=peak_memory_gb()))
+            seeds_in_parallel=parallel, images_per_s=round(images / per_call, 1),
+            compile_s=round(compile_s, 2), peak_memory_gb=peak_memory_gb()))
 
 
 def measure_train_reference(c, data, base, min_seconds):
@@ -124,7 +128,7 @@ def measure_train_reference(c, data, base, min_seconds):
                                        min_seconds)
   images = len(c.seeds) * k * c.train.batch_size
   emit(dict(base, benchmark='train', path='reference', steps_per_dispatch=1,
-            images_per_s=round(images / per_call, 1), compile_s=round(compile_s, 2),
+            seeds_in_parallel=True, images_per_s=round(images / per_call, 1), compile_s=round(compile_s, 2),
             peak_memory_gb=peak_memory_gb()))
 
 

@@ -1,7 +1,8 @@
 """Orbax checkpoints of the train state (all seeds) in WORKDIR/checkpoints.
 
 Orbax writes each step into a temporary folder and renames it when complete, so a
-crash during a save never leaves a newest checkpoint that looks finished.
+crash during a save never leaves a newest checkpoint that looks finished; the
+leftover temporary folder is removed when the checkpoints are next opened.
 """
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ class Checkpointer:
     self._manager = self._open()
 
   def _open(self):
+    # cleanup_tmp_directories: a save cut short by a crash leaves a temporary folder;
+    # the next run removes it on opening (one process writes a workdir at a time).
     options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
-                                           enable_async_checkpointing=False)
+                                           enable_async_checkpointing=False,
+                                           cleanup_tmp_directories=True)
     return ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:

@@ -202,7 +202,12 @@ def flatten(config) -> dict:
 
 
 def differing_keys(saved: dict, current: dict) -> list[str]:
-  """Flattened keys whose values differ between two configs, ignoring RESUMABLE_KEYS."""
+  """Flattened keys whose values differ between two configs, ignoring RESUMABLE_KEYS.
+
+  A key that `saved` lacks (a run recorded before the key existed) holds its
+  default: new keys default to what runs computed before them.
+  """
+  saved = {**flatten(base_config()), **saved}
   keys = sorted(set(saved) | set(current))
   return [k for k in keys
           if not any(k == r or (r.endswith('.') and k.startswith(r)) for r in RESUMABLE_KEYS)

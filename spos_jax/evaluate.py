@@ -132,8 +132,8 @@ def score_archs(config, model, params, batch_stats, archs: np.ndarray,
   scorer = make_group_scorer(model, bn_mode)
   recalibrate = make_group_recalibrator(model) if bn_mode == 'recalibrate' else None
   chunk = config.eval.groups_per_call
-  correct = np.zeros(owner.shape, np.int64)
   batches = list(_eval_batches(data.val_images, data.val_labels, config.eval.batch_size))
+  counts_per_chunk = []  # on the device until the end: no sync between chunks
   for start in range(0, len(paths), chunk):
     part = paths[start:start + chunk]
     # Pad the last chunk so that one compiled shape serves every call.
@@ -144,7 +144,8 @@ def score_archs(config, model, params, batch_stats, archs: np.ndarray,
     counts = 0
     for x, labels in batches:
       counts = counts + scorer(params, stats, part, x, labels)
-    correct[start:start + chunk] = np.asarray(counts)[:len(correct[start:start + chunk])]
+    counts_per_chunk.append(counts)
+  correct = np.concatenate(jax.device_get(counts_per_chunk))[:len(owner)]
   accuracy = np.zeros(len(archs))
   accuracy[owner[owner >= 0]] = 100.0 * correct[owner >= 0] / data.num_val
   return accuracy[arch_of_row.reshape(-1)]

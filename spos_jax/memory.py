@@ -31,12 +31,19 @@ def device_limit_bytes() -> int | None:
   return None if not stats else stats.get('bytes_limit')
 
 
+def fits(compiled, limit: int | None = None) -> bool:
+  """False only when both the estimate and the limit are known and the estimate is over."""
+  limit = device_limit_bytes() if limit is None else limit
+  need = estimate_bytes(compiled)
+  return need is None or limit is None or need <= limit
+
+
 def check_fits(compiled, what: str, hint: str, limit: int | None = None) -> None:
   """Raise DeviceMemoryError when the estimate exceeds the limit."""
   limit = device_limit_bytes() if limit is None else limit
-  need = estimate_bytes(compiled)
-  if need is None or limit is None or need <= limit:
+  if fits(compiled, limit):
     return
+  need = estimate_bytes(compiled)
   gib = 2.0 ** 30
   raise DeviceMemoryError(
       f'{what} needs an estimated {need / gib:.1f} GiB of device memory, but '

@@ -226,16 +226,24 @@ def reference_micro_step(config, model, tx_multi, state: TrainState, data, membe
   return _finish_step(state, tx_multi, grads, new_stats, loss, correct, labels[member].size)
 
 
-def make_train_chunk(config, model, tx, num_steps: int, chunk: int, mesh=None) -> Callable:
+def make_train_chunk(config, model, tx, num_steps: int, chunk: int, mesh=None,
+                     seeds_in_parallel: bool = True) -> Callable:
   """jit(states, data) -> (states, metrics [chunk, seeds]) running `chunk` steps.
 
   chunk > 1 scans the steps in one dispatch (fewer launches on a GPU); steps past
   num_steps are skipped and marked invalid, so one compiled function serves every
   chunk. chunk == 1 is a plain step: XLA:CPU runs convolutions inside loops about
-  10x slower than outside, so CPU configs dispatch one step at a time.
+  10x slower than outside, so CPU configs dispatch one step at a time. The seeds
+  step together (vmap) or, with seeds_in_parallel=False, one after another inside
+  the step (lax.map: the same updates with one seed's activation memory).
   """
-  step_fn = jax.vmap(lambda s, d: fair_group_step(config, model, tx, s, d, mesh),
-                     in_axes=(0, None))
+  def one_seed(state, data):
+    return fair_group_step(config, model, tx, state, data, mesh)
+
+  if seeds_in_parallel:
+    step_fn = jax.vmap(one_seed, in_axes=(0, None))
+  else:
+    step_fn = lambda states, data: jax.lax.map(lambda s: one_seed(s, data), states)
 
   def one_step(states, data):
     new_states, metrics = step_fn(states, data)
@@ -256,6 +264,37 @@ def make_train_chunk(config, model, tx, num_steps: int, chunk: int, mesh=None) -
     return jax.lax.scan(body, states, None, length=chunk)
 
   return jax.jit(one_step if chunk == 1 else scanned, donate_argnums=0)
+
+
+def compile_train_chunk(config, model, tx, num_steps: int, states, data, mesh=None):
+  """(compiled train chunk, seeds_in_parallel): the seeds step one after another
+  when all at once would not fit the device.
+
+  Memory that does not suffice even for one seed at a time is a DeviceMemoryError
+  naming the estimate and the limit, before anything runs.
+  """
+  chunk = min(config.train.steps_per_dispatch, num_steps)
+
+  def compiled(seeds_in_parallel):
+    return make_train_chunk(config, model, tx, num_steps, chunk, mesh,
+                            seeds_in_parallel).lower(states, data).compile()
+  what = (f'training {len(config.seeds)} seeds of C={config.model.channels} '
+          f'N={config.model.cells_per_stage} at batch {config.train.batch_size}')
+  parallel = True
+  train_chunk = compiled(parallel)
+  if len(config.seeds) > 1 and not memory.fits(train_chunk):
+    logging.warning('%s needs an estimated %.1f GiB, over the device limit of %.1f GiB: '
+                    'the seeds train one after another', what,
+                    memory.estimate_bytes(train_chunk) / 2**30,
+                    memory.device_limit_bytes() / 2**30)
+    parallel = False
+    train_chunk = compiled(parallel)
+    what += ', one seed at a time,'
+  memory.check_fits(train_chunk, what,
+                    'train fewer seeds per run (--config.seeds), a smaller train.batch_size '
+                    'or train.steps_per_dispatch, let JAX take more of the GPU '
+                    '(XLA_PYTHON_CLIENT_MEM_FRACTION, 0.75 by default) or use a larger device')
+  return train_chunk, parallel
 
 
 def _format_eta(seconds: float) -> str:
@@ -343,13 +382,7 @@ def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
     sharding.check_batch_size(config.train.batch_size, mesh)
     logging.info('data parallel over %d devices', mesh.size)
     states, data = sharding.replicate((states, data), mesh)
-  train_chunk = make_train_chunk(config, model, tx, num_steps,
-                                 min(config.train.steps_per_dispatch, num_steps), mesh)
-  train_chunk = train_chunk.lower(states, data).compile()
-  memory.check_fits(train_chunk, f'training {len(config.seeds)} seeds of C={config.model.channels}'
-                    f' N={config.model.cells_per_stage} at batch {config.train.batch_size}',
-                    'train fewer seeds per run (--config.seeds), a smaller train.batch_size '
-                    'or train.steps_per_dispatch, or use a larger device')
+  train_chunk, _ = compile_train_chunk(config, model, tx, num_steps, states, data, mesh)
   schedule = learning_rate_schedule(config, data.num_train)
   micro_per_epoch = steps_per_epoch(config, data.num_train)
   writer = workdir_lib.summary_writer(workdir)

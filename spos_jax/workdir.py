@@ -141,11 +141,17 @@ def _package_versions() -> dict:
 
 
 def _git_commit() -> str:
+  """HEAD of the package's checkout, '+dirty' when tracked files have changes."""
   here = os.path.dirname(os.path.abspath(__file__))
+
+  def git(*args):
+    return subprocess.run(['git', *args], cwd=here, capture_output=True, text=True,
+                          timeout=5, check=True).stdout.strip()
   try:
-    out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=here, capture_output=True,
-                         text=True, timeout=5, check=True)
-    return out.stdout.strip() or 'unknown'
+    commit = git('rev-parse', 'HEAD')
+    if commit and git('status', '--porcelain', '--untracked-files=no'):
+      commit += '+dirty'
+    return commit or 'unknown'
   except (OSError, subprocess.SubprocessError):
     return 'unknown'
 
@@ -173,13 +179,11 @@ def run_info(config) -> dict:
 
 
 def mark_failed(workdir: str, message: str) -> None:
-  with open(os.path.join(workdir, FAILED_MARKER), 'w') as f:
-    f.write(message + '\n')
+  write_text_atomic(os.path.join(workdir, FAILED_MARKER), message + '\n')
 
 
 def mark_trained(workdir: str, step: int) -> None:
-  with open(os.path.join(workdir, TRAINED_MARKER), 'w') as f:
-    f.write(f'{step}\n')
+  write_text_atomic(os.path.join(workdir, TRAINED_MARKER), f'{step}\n')
 
 
 def is_trained(workdir: str) -> bool:

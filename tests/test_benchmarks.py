@@ -8,7 +8,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 COMMON = {'device', 'platform', 'jax', 'commit', 'size', 'seeds', 'precision', 'batch_size',
           'scan_cells', 'benchmark', 'path', 'peak_memory_gb'}
-TRAIN = COMMON | {'steps_per_dispatch', 'images_per_s', 'compile_s'}
+TRAIN = COMMON | {'steps_per_dispatch', 'seeds_in_parallel', 'images_per_s', 'compile_s'}
 EVAL = COMMON | {'archs', 'val_images', 'archs_per_s', 'first_call_s'}
 
 

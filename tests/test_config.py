@@ -215,6 +215,16 @@ def test_differing_keys_ignore_resumable_keys():
   assert not math.isnan(flat['train.lr_min'])
 
 
+def test_a_key_missing_from_an_older_record_holds_its_default():
+  """A run recorded before model.scan_cells existed resumes under the default only."""
+  old_record = config_lib.flatten(config_lib.base_config())
+  del old_record['model.scan_cells']
+  assert config_lib.differing_keys(old_record, config_lib.flatten(config_lib.base_config())) == []
+  scanned = _with({'model.scan_cells': True})
+  assert config_lib.differing_keys(old_record, config_lib.flatten(scanned)) == [
+      'model.scan_cells']
+
+
 def test_cli_rejects_unknown_override(tmp_path):
   """`main --config.train.epochz=3` exits non-zero naming the key; nothing is written."""
   workdir = tmp_path / 'run'

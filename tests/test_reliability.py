@@ -355,8 +355,8 @@ def test_killed_and_resumed_main_equals_the_uninterrupted_run(reference, killed_
 
 def test_kill_leaves_only_readable_checkpoints_and_no_temporary_folders(killed_and_resumed):
   """After SIGKILL every step orbax lists restores; the resume reports nothing
-  unreadable, and no orbax temporary folder survives it (re-saving a step removes its
-  leftover '<step>.orbax-checkpoint-tmp')."""
+  unreadable, and no orbax temporary folder survives it (opening the checkpoints
+  removes a leftover '<step>.orbax-checkpoint-tmp')."""
   run = killed_and_resumed
   assert run['steps_after_kill'], run
   assert not run['unreadable_after_kill'], run['unreadable_after_kill']
@@ -373,8 +373,9 @@ class SimulatedCrash(Exception):
 def test_crash_before_a_checkpoint_is_renamed_leaves_the_previous_one_newest(
     reference, tmp_path, monkeypatch, caplog):
   """A crash after a checkpoint's files are written but before its folder is renamed:
-  the half-saved step is not listed, the rerun resumes from the step before, re-saves
-  the step over the leftover temporary folder and ends like the uninterrupted run."""
+  the half-saved step is not listed, opening the checkpoints removes its leftover
+  temporary folder, the rerun resumes from the step before and ends like the
+  uninterrupted run."""
   from orbax.checkpoint._src.path import atomicity  # pylint: disable=g-import-not-at-top
   # A checkpoint every 4 steps (a resumable key): 4, then the crash saving 8.
   config = load_tiny_config(**{'train.checkpoint_every_steps': 4})
@@ -397,6 +398,7 @@ def test_crash_before_a_checkpoint_is_renamed_leaves_the_previous_one_newest(
   assert temporary_folders(wd) == [f'{crash_step}{TMP_SUFFIX}']
   ckpt = checkpoint.Checkpointer(wd, config.train.keep_checkpoints)
   assert ckpt.latest_step() == 4  # the half-saved step does not look finished
+  assert temporary_folders(wd) == []  # opening the checkpoints removed the leftover
   ckpt.close()
   assert not workdir_lib.is_trained(wd)
   with caplog.at_level(logging.INFO):
@@ -569,8 +571,10 @@ def test_run_records_versions_device_commit_split_config_and_bench_hash(referenc
   assert isinstance(info['git_commit'], str) and info['git_commit']
   git = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True,
                        check=False)
-  if git.returncode == 0:
-    assert info['git_commit'] == git.stdout.strip()
+  if git.returncode == 0:  # '+dirty' marks uncommitted changes to tracked files
+    changes = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                             cwd=REPO, capture_output=True, text=True, check=False).stdout
+    assert info['git_commit'] == git.stdout.strip() + ('+dirty' if changes.strip() else '')
   assert info['data_split_seed'] == config.data.split_seed
   table_sha256 = hashlib.sha256(TABLE.read_bytes()).hexdigest()
   if 'bench_sha256' in info:  # recorded at the start of the run, too

@@ -1,6 +1,7 @@
 """Tests of spos_jax.train: the fair-group step vs its reference, optimizer, the run loop."""
 import functools
 import glob
+import logging
 import os
 import struct
 
@@ -15,6 +16,7 @@ from tensorboardX.proto import event_pb2
 from spos_jax import augment
 from spos_jax import config as config_lib
 from spos_jax import data as data_lib
+from spos_jax import memory
 from spos_jax import train
 from spos_jax import workdir as workdir_lib
 
@@ -139,6 +141,59 @@ def test_fair_group_step_equals_multisteps_reference(base, tiny_config, tiny_dat
   _assert_close(_trace(fair.opt_state), _trace(ref.opt_state.inner_opt_state), rtol=1e-5,
                 atol=1e-6, what='momentum')
   assert int(ref.opt_state.gradient_step) == 2 and int(ref.opt_state.mini_step) == 0
+
+
+@pytest.fixture(scope='module')
+def two_seeds(tiny_config, tiny_data):
+  """Config, model and optimizer of a tiny two-seed run, and its compiled train step
+  with the seeds vmapped and with the seeds one after another."""
+  config = tiny_config(seeds=(0, 1))
+  model = train.create_model(config)
+  tx = train.create_optimizer(config, tiny_data.num_train)
+  states = train.init_states(model, tx, config.seeds)
+  chunks = {parallel: train.make_train_chunk(config, model, tx, 100, 1, None, parallel)
+            .lower(states, tiny_data).compile() for parallel in (True, False)}
+  return config, model, tx, chunks
+
+
+def test_seeds_one_after_another_equal_seeds_in_parallel(two_seeds, tiny_data):
+  """lax.map over the seeds (the low-memory step) == vmap over them: params, BN
+  statistics, momentum and metrics after a step (fp32). Later steps drift apart
+  by rounding: XLA:CPU convolves differently inside a loop, and the tiny net
+  amplifies it."""
+  config, model, tx, chunks = two_seeds
+  ends = {}
+  for parallel, chunk in chunks.items():
+    ends[parallel] = chunk(train.init_states(model, tx, config.seeds), tiny_data)
+  (par, par_metrics), (seq, seq_metrics) = ends[True], ends[False]
+  assert _max_change(par.params, jax.tree.map(lambda a: a[::-1], par.params)) > 1e-4
+  _assert_close(seq.params, par.params, rtol=1e-5, atol=1e-6, what='params')
+  _assert_close(seq.batch_stats, par.batch_stats, rtol=1e-5, atol=1e-6, what='batch_stats')
+  # The momentum holds the raw gradient: a few of its small entries differ by ~6e-6.
+  _assert_close(_trace(seq.opt_state), _trace(par.opt_state), rtol=1e-5, atol=2e-5,
+                what='momentum')
+  np.testing.assert_allclose(seq_metrics['loss'], par_metrics['loss'], rtol=1e-5)
+
+
+def test_seeds_train_one_after_another_when_all_at_once_would_not_fit(
+    two_seeds, tiny_data, monkeypatch, caplog):
+  """A device limit between the two estimates: train picks the sequential step and
+  says so; a limit below both: DeviceMemoryError naming the estimate and the limit."""
+  config, model, tx, chunks = two_seeds
+  need = {p: memory.estimate_bytes(c) for p, c in chunks.items()}
+  if need[True] is None:
+    pytest.skip('this backend reports no memory analysis')
+  assert need[False] < need[True]
+  states = train.init_states(model, tx, config.seeds)
+  monkeypatch.setattr(memory, 'device_limit_bytes', lambda: (need[False] + need[True]) // 2)
+  with caplog.at_level(logging.WARNING):
+    chosen, parallel = train.compile_train_chunk(config, model, tx, 100, states, tiny_data)
+  assert not parallel and memory.estimate_bytes(chosen) == need[False]
+  assert 'the seeds train one after another' in caplog.text
+  monkeypatch.setattr(memory, 'device_limit_bytes', lambda: need[False] // 2)
+  with pytest.raises(memory.DeviceMemoryError,
+                     match=r'training 2 seeds .* one seed at a time, needs an estimated'):
+    train.compile_train_chunk(config, model, tx, 100, states, tiny_data)
 
 
 def test_fair_group_step_equals_hand_summed_gradients(base, tiny_data):
