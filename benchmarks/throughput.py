@@ -128,8 +128,8 @@ def measure_train_reference(c, data, base, min_seconds):
                                        min_seconds)
   images = len(c.seeds) * k * c.train.batch_size
   emit(dict(base, benchmark='train', path='reference', steps_per_dispatch=1,
-            seeds_in_parallel=True, images_per_s=round(images / per_call, 1), compile_s=round(compile_s, 2),
-            peak_memory_gb=peak_memory_gb()))
+            seeds_in_parallel=True, images_per_s=round(images / per_call, 1),
+            compile_s=round(compile_s, 2), peak_memory_gb=peak_memory_gb()))
 
 
 def measure_eval(c, data, base, fast: bool, num_archs: int):

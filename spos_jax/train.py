@@ -55,7 +55,8 @@ def create_model(config, **overrides) -> model_lib.SuperNet:
       channels=m.channels, cells_per_stage=m.cells_per_stage,
       allowed_ops=config_lib.allowed_ops(config), lt_skip=m.lt_skip, lt_pool=m.lt_pool,
       pool_exclude_padding=m.pool_exclude_padding, node_reduction=m.node_reduction,
-      scan_cells=m.scan_cells, dtype=jnp.bfloat16 if config.train.precision == 'bf16' else jnp.float32)
+      scan_cells=m.scan_cells,
+      dtype=jnp.bfloat16 if config.train.precision == 'bf16' else jnp.float32)
   kwargs.update(overrides)
   return model_lib.SuperNet(**kwargs)
 

@@ -149,11 +149,14 @@ def _git_commit() -> str:
                           timeout=5, check=True).stdout.strip()
   try:
     commit = git('rev-parse', 'HEAD')
-    if commit and git('status', '--porcelain', '--untracked-files=no'):
-      commit += '+dirty'
-    return commit or 'unknown'
   except (OSError, subprocess.SubprocessError):
     return 'unknown'
+  try:
+    if commit and git('status', '--porcelain', '--untracked-files=no'):
+      commit += '+dirty'
+  except (OSError, subprocess.SubprocessError):
+    commit += '+unknown-status'
+  return commit or 'unknown'
 
 
 def _file_sha256(path: str) -> str | None:
