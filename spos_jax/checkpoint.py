@@ -7,12 +7,18 @@ leftover temporary folder is removed when the checkpoints are next opened.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 from absl import logging
 import flax
 import jax
 import orbax.checkpoint as ocp
+
+
+# Orbax names a checkpoint being written '<step>.orbax-checkpoint-tmp[-...]' until the
+# save completes and renames it to '<step>'.
+ORBAX_TMP_SUFFIX = '.orbax-checkpoint-tmp'
 
 
 class CheckpointError(RuntimeError):
@@ -29,12 +35,23 @@ class Checkpointer:
     self._manager = self._open()
 
   def _open(self):
-    # cleanup_tmp_directories: a save cut short by a crash leaves a temporary folder;
-    # the next run removes it on opening (one process writes a workdir at a time).
+    self._remove_temporary_folders()
     options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
-                                           enable_async_checkpointing=False,
-                                           cleanup_tmp_directories=True)
+                                           enable_async_checkpointing=False)
     return ocp.CheckpointManager(self.directory, options=options)
+
+  def _remove_temporary_folders(self) -> None:
+    """Delete what saves cut short by a crash left behind (one process writes a workdir).
+
+    Done here, synchronously: orbax's own cleanup_tmp_directories runs in the
+    background and is awaited only by the next save.
+    """
+    if not os.path.isdir(self.directory):
+      return
+    for name in os.listdir(self.directory):
+      if ORBAX_TMP_SUFFIX in name:
+        logging.info('removing %s, left by a save that did not finish', name)
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
