@@ -1,4 +1,4 @@
-"""A run for a laptop CPU in about a minute: C=8, N=1, 1 seed, 2 epochs on 5k images; ranks ~200 archs on 250 images.
+"""A run for a laptop CPU in under two minutes: C=8, N=1, 1 seed, 2 epochs on 5k images; ranks ~200 archs on 250 images.
 
 Trains on a local .npz (x_train, y_train, x_test, y_test), e.g. the decoded offline pack:
 python ../shared/tools/cifar10_q75.py /tmp/cifar10.npz
@@ -23,6 +23,7 @@ def get_config():
   config.data.train_subset = 5000  # train on the first 5k of the 45k split
   config.data.val_size = 250
   config.eval.batch_size = 250
+  config.eval.groups_per_call = 2  # CPU caches favour small calls: 3.9 vs 3.1 archs/s at 8
   config.eval.top_ns = (10, 25, 50, 100)
   config.eval.random_size = 100
   return config

@@ -382,7 +382,7 @@ def test_scanned_cells_equal_unrolled_cells(images, num_cells):
       logits, new = net.apply({'params': params, 'batch_stats': v['batch_stats']}, images,
                               paths, train=True, mutable=['batch_stats'])
       return jnp.square(logits).mean(), (logits, new['batch_stats'])
-    return jax.jit(jax.grad(loss, has_aux=True))(v['params'])
+    return fast_jit(jax.grad(loss, has_aux=True))(v['params'])
 
   grads, (logits, stats) = loss_and_stats(unrolled, variables)
   scanned_grads, (scanned_logits, scanned_stats) = loss_and_stats(scanned, stacked)
