@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from spos_jax import config as config_lib
+from spos_jax import evaluate
 from spos_jax import model as model_lib
 from spos_jax import train
 
@@ -137,3 +138,29 @@ def supernet():
 def supernet_variables(supernet):
   """Random variables of the tiny super-network (params and running statistics)."""
   return random_variables(supernet)
+
+
+def snapshot(folder) -> dict[str, bytes]:
+  """Every file under folder (relative path -> bytes)."""
+  files = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        files[os.path.relpath(path, folder)] = f.read()
+  return files
+
+
+def train_and_evaluate_capturing(config, workdir) -> tuple:
+  """train.train_and_evaluate; the (states, data) that its evaluation ranked with."""
+  seen = {}
+  original = evaluate.evaluate_run
+
+  def spy(config_, workdir_, states, data, **kwargs):
+    seen.update(states=states, data=data)
+    return original(config_, workdir_, states, data, **kwargs)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(evaluate, 'evaluate_run', spy)
+    train.train_and_evaluate(config, workdir)
+  assert seen, 'train_and_evaluate did not evaluate'
+  return seen['states'], seen['data']

@@ -34,7 +34,7 @@ from spos_jax import space
 from spos_jax import train
 from spos_jax import workdir as workdir_lib
 
-from conftest import make_tiny_config
+from conftest import make_tiny_config, train_and_evaluate_capturing
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = Path(__file__).resolve().parents[1].parent / 'shared/data/nb201/nb201_table.csv'
@@ -256,18 +256,9 @@ def run(tmp_path_factory):
   _need_table()
   config = run_config()
   wd = str(tmp_path_factory.mktemp('run'))
-  seen = {}
-  original = evaluate.evaluate_run
-
-  def spy(config_, workdir_, states, data, **kwargs):
-    seen.update(states=states, data=data)
-    return original(config_, workdir_, states, data, **kwargs)
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(evaluate, 'evaluate_run', spy)
-    train.train_and_evaluate(config, wd)
-  assert seen, 'train_and_evaluate did not evaluate'
-  model = train.create_model(config)
-  return dict(config=config, workdir=wd, model=model, **seen)
+  states, data = train_and_evaluate_capturing(config, wd)
+  return dict(config=config, workdir=wd, model=train.create_model(config), states=states,
+              data=data)
 
 
 def _with_eval(config, **fields):

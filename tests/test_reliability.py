@@ -42,6 +42,8 @@ from spos_jax import results
 from spos_jax import train
 from spos_jax import workdir as workdir_lib
 
+from conftest import snapshot, train_and_evaluate_capturing
+
 # ml_collections.config_flags loads config files through the deprecated load_module().
 pytestmark = pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
 
@@ -163,17 +165,6 @@ def final_states(config, workdir):
   return restore(config, workdir, NUM_STEPS)
 
 
-def snapshot(folder) -> dict[str, bytes]:
-  """Every file under folder (relative path -> bytes)."""
-  files = {}
-  for root, _, names in os.walk(folder):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        files[os.path.relpath(path, folder)] = f.read()
-  return files
-
-
 def copy_run(reference, tmp_path, name='run', keep_results=True, started=False) -> str:
   """A copy of the reference's workdir, finished or (started=True) at step 0."""
   wd = str(tmp_path / name)
@@ -257,20 +248,11 @@ def reference(tmp_path_factory):
   start(config, wd)
   started = str(folder / 'started')  # the run at step 0, for the runs below to copy
   shutil.copytree(wd, started)
-  seen = {}
-  original = evaluate.evaluate_run
-
-  def spy(config_, workdir_, states, data, **kwargs):
-    seen.update(trained=states, data=data)
-    return original(config_, workdir_, states, data, **kwargs)
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(evaluate, 'evaluate_run', spy)
-    train.train_and_evaluate(config, wd)
-  assert seen, 'train_and_evaluate did not evaluate'
+  trained, data = train_and_evaluate_capturing(config, wd)
   # `trained`: the arrays the evaluation got (re-scoring them reuses its compiled
   # programs); `states`: the final checkpoint, what every other run is compared with.
   return dict(config=config, workdir=wd, started=started, states=final_states(config, wd),
-              **seen)
+              trained=trained, data=data)
 
 
 @pytest.fixture(scope='module')

@@ -17,6 +17,7 @@ import pytest
 
 from spos_jax import bench as bench_lib
 from spos_jax import config as config_lib
+from spos_jax import evaluate
 from spos_jax import metrics
 from spos_jax import report
 from spos_jax import results
@@ -64,20 +65,6 @@ def run_config(channels, cells, masked, table, **fields):
   return config
 
 
-def scored_groups(config, subset):
-  """Rows to score and each group's positions into them, as evaluate.scored_rows."""
-  top_ns = tuple(n for n in config.eval.top_ns if n <= len(subset))
-  groups = bench_lib.arch_groups(subset, config.bench.metric, top_ns,
-                                 config.eval.random_size, config.eval.random_seed)
-  if config.eval.scope == 'all':
-    rows = np.arange(len(subset))
-  else:
-    rows = np.unique(np.concatenate([g for k, g in groups.items() if k != 'all']))
-  positions = {k: np.searchsorted(rows, g) for k, g in groups.items() if k != 'all'}
-  positions['all'] = np.arange(len(rows))
-  return rows, positions
-
-
 def synthetic_scores(truth, seed):
   """Per-seed super-net accuracies: noisy, in steps of 0.02 % (k / 5000 images)."""
   rng = np.random.default_rng(seed)
@@ -92,7 +79,7 @@ def write_run(root, name, table, bench, spec=None, **fields):
   folder.mkdir()
   workdir.write_json_atomic(str(folder / 'config.json'), config_lib.flatten(config))
   subset = bench_lib.restrict(bench, config_lib.allowed_ops(config))
-  rows, groups = scored_groups(config, subset)
+  rows, groups, _ = evaluate.scored_rows(config, subset)
   truth = subset.metric(config.bench.metric)[rows]
   scores = synthetic_scores(truth, seed=sum(map(ord, name)))
   results.write(str(folder / 'results' / results.results_name(config.eval)), config=config,

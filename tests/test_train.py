@@ -20,7 +20,7 @@ from spos_jax import memory
 from spos_jax import train
 from spos_jax import workdir as workdir_lib
 
-from conftest import fast_jit
+from conftest import fast_jit, snapshot
 
 # ------------------------------------------------------------------------- helpers
 
@@ -440,27 +440,17 @@ def _forbid_training(monkeypatch):
   monkeypatch.setattr(train, 'init_states', fail)
 
 
-def _snapshot(workdir):
-  files = {}
-  for root, _, names in os.walk(workdir):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        files[os.path.relpath(path, workdir)] = f.read()
-  return files
-
-
 @pytest.mark.parametrize('field,value', [('train.lr', 0.1), ('space.masked_ops', 'none'),
                                          ('model.lt_skip', True)])
 def test_workdir_of_another_config_is_refused(runs, tiny_config, monkeypatch, field, value):
   """A results-changing key differing from config.json: WorkdirError naming it, no writes."""
   _forbid_training(monkeypatch)
   wd = runs['full_dir']
-  before = _snapshot(wd)
+  before = snapshot(wd)
   config = tiny_config(**dict(RUN_FIELDS, **{field: value}))
   with pytest.raises(workdir_lib.WorkdirError, match=field.replace('.', r'\.')):
     train.train(config, wd)
-  assert _snapshot(wd) == before
+  assert snapshot(wd) == before
 
 
 def test_workdir_accepts_resumable_key_changes(runs, tiny_config):
