@@ -43,8 +43,9 @@ class BatchNorm(nn.Module):
   running variance takes the unbiased batch variance, as PyTorch's does). With a
   group axis of K members the K updates are applied in member order, as K
   sequential single-path steps would (closed form, one op). Statistics are fp32.
-  `capture` replaces the running statistics by this batch's (per member), which
-  BN recalibration averages over batches.
+  `capture` replaces the running statistics by this batch's (per member; the
+  unbiased variance, as the running update uses), which BN recalibration averages
+  over batches.
   """
   affine: bool
   momentum: float = 0.9
@@ -64,12 +65,15 @@ class BatchNorm(nn.Module):
       mean = x32.mean(axes)
       var = jnp.maximum(jnp.square(x32).mean(axes) - jnp.square(mean), 0.0)
       if not self.is_initializing():
+        # Stored variances are unbiased, as PyTorch's BN keeps them (and SPOS's
+        # recalibration, which uses it); the batch itself is normalised with the biased one.
+        count = x.shape[-4] * x.shape[-3] * x.shape[-2]
+        unbiased_var = var * count / max(count - 1, 1)
         if self.capture:
-          ra_mean.value, ra_var.value = mean, var
+          ra_mean.value, ra_var.value = mean, unbiased_var
         else:
-          count = x.shape[-4] * x.shape[-3] * x.shape[-2]
           ra_mean.value = self._sequential_ema(ra_mean.value, mean)
-          ra_var.value = self._sequential_ema(ra_var.value, var * count / max(count - 1, 1))
+          ra_var.value = self._sequential_ema(ra_var.value, unbiased_var)
     else:
       mean, var = ra_mean.value, ra_var.value
     y = (x32 - _broadcast_stat(mean)) * jax.lax.rsqrt(

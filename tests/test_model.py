@@ -345,9 +345,26 @@ def test_bn_capture_stores_per_member_stats_in_group_mode(supernet_variables, im
                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     np.testing.assert_allclose(stats[('stem_bn', 'mean')][k], h.mean((0, 1, 2)), rtol=1e-4,
                                atol=1e-5)
-    np.testing.assert_allclose(stats[('stem_bn', 'var')][k], h.var((0, 1, 2)), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(stats[('stem_bn', 'var')][k], h.var((0, 1, 2), ddof=1),
+                               rtol=1e-4, atol=1e-5)
   assert np.abs(np.asarray(stats[('stem_bn', 'mean')][0] - stats[('stem_bn', 'mean')][1])).max() > 0
+
+
+def test_bn_capture_stores_the_unbiased_variance():
+  """Recalibration keeps PyTorch's (unbiased) variance, as training's running update does.
+
+  Values 1, 2, 3, 4 in one channel: mean 2.5, biased variance 1.25, unbiased 5/3.
+  """
+  x = jnp.asarray([1., 2., 3., 4.]).reshape(4, 1, 1, 1)
+  bn = model_lib.BatchNorm(affine=False, capture=True)
+  variables = bn.init(jax.random.PRNGKey(0), x, train=True)
+  _, new = bn.apply(variables, x, train=True, mutable=['batch_stats'])
+  np.testing.assert_allclose(new['batch_stats']['mean'], [2.5], rtol=1e-6)
+  np.testing.assert_allclose(new['batch_stats']['var'], [5.0 / 3.0], rtol=1e-6)
+  # The running update (momentum 0.9 from var 1) takes the same unbiased value.
+  _, running = model_lib.BatchNorm(affine=False).apply(variables, x, train=True,
+                                                       mutable=['batch_stats'])
+  np.testing.assert_allclose(running['batch_stats']['var'], [0.9 + 0.1 * 5.0 / 3.0], rtol=1e-6)
 
 
 # -------------------------------------------------------------- permutations, scanned cells
