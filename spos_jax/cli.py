@@ -1,13 +1,18 @@
 """Command-line pieces shared by the programs of the package.
 
-A mistake of the user's (a bad config value, file or workdir) ends the program with
-one readable line and exit status 2 instead of a traceback. `--compilation_cache`
+A mistake of the user's (a bad config value, key or file, a bad workdir) ends the
+program with one readable line and exit status 2 instead of a traceback. `--compilation_cache`
 keeps compiled XLA executables on disk, so a resumed or repeated run (same shapes,
 same config) skips most of its compile time.
 """
 from __future__ import annotations
 
+import difflib
 import functools
+import glob
+import inspect
+import os
+import re
 import sys
 
 from absl import flags
@@ -48,3 +53,88 @@ def reporting_user_errors(main, extra_errors=()):
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
   return wrapped
+
+
+def _override_key(arg: str) -> str | None:
+  """'train.lr' of '--config.train.lr=0.1' (or '--config.train.lr'); None otherwise."""
+  if not arg.startswith('--config.'):
+    return None
+  return arg[len('--config.'):].split('=', 1)[0]
+
+
+def _config_file(argv) -> str | None:
+  """The file of --config=FILE[:ARG] (or '--config FILE'), None when not given."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg[len('--config='):].split(':', 1)[0]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1].split(':', 1)[0]
+  return None
+
+
+def check_config_arguments(argv) -> None:
+  """ConfigError, in one line, for a missing config file or an unknown --config.KEY.
+
+  Every config starts from config.base_config(), so its keys are the valid ones; the
+  closest is suggested. Done before absl parses the flags, whose own errors are
+  chained tracebacks.
+  """
+  path = _config_file(argv)
+  if path is not None and not os.path.isfile(path):
+    found = sorted(glob.glob(os.path.join(os.path.dirname(path) or '.', '*.py')))
+    raise config.ConfigError(
+        f'--config={path}: no such config file' +
+        (f'; configs there: {", ".join(found)}' if found else ''))
+  known = config.flatten(config.base_config())
+  for arg in argv[1:]:
+    key = _override_key(arg)
+    if key is None or key in known:
+      continue
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if not close:  # e.g. a field given without its section: train_subset -> data.train_subset
+      close = [k for k in known if k.rsplit('.', 1)[-1] == key.rsplit('.', 1)[-1]][:1]
+    hint = f'; did you mean --config.{close[0]}?' if close else ''
+    raise config.ConfigError(f'unknown config key --config.{key}{hint} '
+                             f'(--print_config lists every key)')
+
+
+def parse_flags(argv):
+  """absl flags_parser: the checks above, then absl; bad values end in one line (exit 2)."""
+  try:
+    check_config_arguments(argv)
+    return flags.FLAGS(argv)
+  except (config.ConfigError, flags.Error) as e:
+    _exit_with(e)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections' override errors (a value of the wrong type, a locked field).
+    _exit_with(f'bad --config value: {str(e).splitlines()[-1].strip(chr(39) + chr(34))}')
+
+
+def _exit_with(message) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def define_print_config_flag() -> None:
+  flags.DEFINE_bool('print_config', False,
+                    'Print every config field with its value and meaning, then exit.')
+
+
+def config_listing(cfg) -> str:
+  """'key = value  # meaning' for every field, meanings from base_config()'s comments."""
+  meanings = _field_comments()
+  lines = []
+  for key, value in config.flatten(cfg).items():
+    note = meanings.get(key, '')
+    lines.append(f'{key} = {value!r}' + (f'  # {note}' if note else ''))
+  return '\n'.join(lines)
+
+
+def _field_comments() -> dict[str, str]:
+  """The trailing comment of each `c.section.key = ...` line of config.base_config."""
+  comments = {}
+  for line in inspect.getsource(config.base_config).splitlines():
+    match = re.match(r'\s*c\.([\w.]+)\s*=.*?#\s*(.*)$', line)
+    if match:
+      comments[match.group(1)] = match.group(2)
+  return comments

@@ -342,13 +342,14 @@ def _log_progress(writer, config, metrics, *, step, num_steps, rate, lr, epoch) 
   """Console line and TensorBoard scalars from a chunk's metrics [steps, seeds]."""
   valid = np.asarray(metrics['valid'], bool)[:, 0]
   losses = np.asarray(metrics['loss'])[valid]
-  loss, acc = float(losses.mean()), float(np.asarray(metrics['accuracy'])[valid].mean())
+  loss = float(losses.mean())
+  acc = 100.0 * float(np.asarray(metrics['accuracy'])[valid].mean())  # percent, as scoring
   images_left = (num_steps - step) * images_per_step(config)
-  logging.info('epoch %.2f/%d step %d/%d loss %.4f acc %.3f lr %.5f %.0f img/s ETA %s',
+  logging.info('epoch %.2f/%d step %d/%d loss %.4f acc %.1f%% lr %.5f %.0f img/s ETA %s',
                epoch, config.train.epochs, step, num_steps, loss, acc, lr, rate,
                _format_eta(images_left / max(rate, 1e-9)))
   writer.add_scalar('train/loss', loss, step)
-  writer.add_scalar('train/accuracy', acc, step)
+  writer.add_scalar('train/accuracy_percent', acc, step)
   writer.add_scalar('train/learning_rate', lr, step)
   writer.add_scalar('train/images_per_second', rate, step)
   for i, seed in enumerate(config.seeds):
@@ -383,7 +384,11 @@ def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
     sharding.check_batch_size(config.train.batch_size, mesh)
     logging.info('data parallel over %d devices', mesh.size)
     states, data = sharding.replicate((states, data), mesh)
+  logging.info('compiling the train step (%d seeds; about a minute on a GPU, a few on a CPU)',
+               len(config.seeds))
+  compile_start = time.time()
   train_chunk, _ = compile_train_chunk(config, model, tx, num_steps, states, data, mesh)
+  logging.info('compiled in %.0f s', time.time() - compile_start)
   schedule = learning_rate_schedule(config, data.num_train)
   micro_per_epoch = steps_per_epoch(config, data.num_train)
   writer = workdir_lib.summary_writer(workdir)
@@ -422,18 +427,3 @@ def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
     workdir_lib.mark_trained(workdir, step)
   return states
 
-
-def train_and_evaluate(config, workdir: str) -> None:
-  """The main job: train all seeds, then rank the bench's archs with each."""
-  from spos_jax import evaluate  # pylint: disable=g-import-not-at-top  # it imports train
-  config_lib.validate(config)
-  if config.bench.path:
-    evaluate.load_ranking_bench(config)  # a bad bench file fails now, not after training
-  data = load_device_data(config)
-  states = train(config, workdir, data)
-  if not config.bench.path:
-    logging.info('bench.path is empty: training only, no ranking')
-  elif evaluate.results_complete(config, workdir):
-    logging.info('results of this run exist already; nothing to evaluate')
-  else:
-    evaluate.evaluate_run(config, workdir, states, data)

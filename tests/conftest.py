@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from spos_jax import config as config_lib
-from spos_jax import evaluate
 from spos_jax import model as model_lib
+from spos_jax import run as run_lib
 from spos_jax import train
 
 def _enable_compilation_cache():
@@ -152,15 +152,15 @@ def snapshot(folder) -> dict[str, bytes]:
 
 
 def train_and_evaluate_capturing(config, workdir) -> tuple:
-  """train.train_and_evaluate; the (states, data) that its evaluation ranked with."""
+  """run.train_and_evaluate; the (states, data) that its evaluation ranked with."""
   seen = {}
-  original = evaluate.evaluate_run
+  original = run_lib.evaluate_run
 
   def spy(config_, workdir_, states, data, **kwargs):
     seen.update(states=states, data=data)
     return original(config_, workdir_, states, data, **kwargs)
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(evaluate, 'evaluate_run', spy)
-    train.train_and_evaluate(config, workdir)
+    patch.setattr(run_lib, 'evaluate_run', spy)
+    run_lib.train_and_evaluate(config, workdir)
   assert seen, 'train_and_evaluate did not evaluate'
   return seen['states'], seen['data']

@@ -36,9 +36,10 @@ import pytest
 
 from spos_jax import checkpoint
 from spos_jax import config as config_lib
-from spos_jax import evaluate
 from spos_jax import preemption
 from spos_jax import results
+from spos_jax import run as run_lib
+from spos_jax import scoring
 from spos_jax import train
 from spos_jax import workdir as workdir_lib
 
@@ -484,8 +485,8 @@ def test_rescoring_a_run_whose_final_checkpoint_is_garbled_names_it(reference, t
   wd = copy_run(reference, tmp_path)
   newest = os.path.join(wd, 'checkpoints', str(NUM_STEPS))
   garble(newest, 'junk')
-  with pytest.raises((checkpoint.CheckpointError, evaluate.EvaluationError)) as info:
-    evaluate.restore_trained_states(config, wd)
+  with pytest.raises((checkpoint.CheckpointError, run_lib.EvaluationError)) as info:
+    run_lib.restore_trained_states(config, wd)
   assert newest in str(info.value)
 
 
@@ -580,12 +581,12 @@ def _fail_evaluation(patch, where):
   metrics are summarised ('summary') or when metrics.json is put in place, its
   text written ('metrics_write': the rename fails with ENOSPC)."""
   if where == 'scoring':
-    real = evaluate.score_archs
+    real = scoring.score_archs
 
     def score_archs(*args, **kwargs):
       real(*args, **kwargs)
       raise InjectedFailure('after the first seed')
-    patch.setattr(evaluate, 'score_archs', score_archs)
+    patch.setattr(scoring, 'score_archs', score_archs)
   elif where == 'summary':
     patch.setattr(results, 'summarize',
                   lambda *a, **k: (_ for _ in ()).throw(InjectedFailure('summary')))
@@ -607,22 +608,22 @@ def test_failed_evaluation_leaves_no_metrics_and_the_rerun_completes(reference, 
   attempts left, evaluates and writes the reference's predictions.csv."""
   config = reference['config']
   wd = copy_run(reference, tmp_path, keep_results=False)
-  folder = evaluate.results_folder(config, wd)
+  folder = run_lib.results_folder(config, wd)
   left = {}
   for where in ('scoring', 'summary', 'metrics_write'):
     with monkeypatch.context() as patch:
       _fail_evaluation(patch, where)
       with pytest.raises(InjectedFailure):
-        evaluate.evaluate_run(config, wd, reference['trained'], reference['data'])
+        run_lib.evaluate_run(config, wd, reference['trained'], reference['data'])
     assert not os.path.exists(os.path.join(folder, results.METRICS_FILE)), where
-    assert not evaluate.results_complete(config, wd), where
+    assert not run_lib.results_complete(config, wd), where
     left[where] = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
   assert left['scoring'] == []  # nothing written before the scores of every seed exist
   assert left['summary'] == []  # both files are computed before either is written
   assert left['metrics_write'] == [results.PREDICTIONS_FILE]  # no temporary file left
-  train.train_and_evaluate(config, wd)
-  assert evaluate.results_complete(config, wd)
-  ref_folder = evaluate.results_folder(config, reference['workdir'])
+  run_lib.train_and_evaluate(config, wd)
+  assert run_lib.results_complete(config, wd)
+  ref_folder = run_lib.results_folder(config, reference['workdir'])
   with open(os.path.join(folder, results.PREDICTIONS_FILE), 'rb') as f, \
       open(os.path.join(ref_folder, results.PREDICTIONS_FILE), 'rb') as g:
     assert f.read() == g.read()
@@ -645,16 +646,16 @@ def test_failed_overwrite_does_not_leave_old_metrics_with_new_predictions(refere
   config = reference['config'].copy_and_resolve_references()
   config_lib.set_flat(config, 'eval.random_size', 10)
   wd = copy_run(reference, tmp_path)
-  folder = evaluate.results_folder(config, wd)
+  folder = run_lib.results_folder(config, wd)
   before = snapshot(folder)
   old_predictions = read(os.path.join(folder, results.PREDICTIONS_FILE))
   with monkeypatch.context() as patch:
     _fail_evaluation(patch, where)
     with pytest.raises(InjectedFailure):
-      evaluate.evaluate_run(config, wd, reference['trained'], reference['data'],
+      run_lib.evaluate_run(config, wd, reference['trained'], reference['data'],
                             overwrite=True)
   new_predictions = read(os.path.join(folder, results.PREDICTIONS_FILE))
-  looks_complete = evaluate.results_complete(config, wd)
+  looks_complete = run_lib.results_complete(config, wd)
   assert not (looks_complete and new_predictions != old_predictions), (
       f'{folder}: metrics.json of the old evaluation ({len(old_predictions.splitlines())} '
       f'lines of predictions) next to predictions.csv of the failed one '

@@ -1,9 +1,9 @@
-"""Tests of spos_jax.evaluate: fair-group packing, the batched scorer against the
-single-path reference in every BN mode, stand-alone networks, the main job end to
-end, and the `python -m spos_jax.evaluate` re-scoring program.
+"""Tests of spos_jax.scoring (fair-group packing, the batched scorer against the
+single-path reference in every BN mode, stand-alone networks), of the main job end to
+end (spos_jax.run) and of the `python -m spos_jax.evaluate` re-scoring program.
 
 Everything is sized for a 2-core CPU: one tiny run (C=4, N=1, fp32, two seeds, 40
-optimizer steps on synthetic data) trained once by `train.train_and_evaluate` serves
+optimizer steps on synthetic data) trained once by `run.train_and_evaluate` serves
 all tests; other spaces take its weights by name. Accuracies are counts over the same
 48 validation images, so the batched and the single-path evaluator must agree exactly.
 """
@@ -27,9 +27,10 @@ import pytest
 from spos_jax import augment
 from spos_jax import bench as bench_lib
 from spos_jax import config as config_lib
-from spos_jax import evaluate
 from spos_jax import metrics
 from spos_jax import results
+from spos_jax import run as run_lib
+from spos_jax import scoring
 from spos_jax import space
 from spos_jax import train
 from spos_jax import workdir as workdir_lib
@@ -72,7 +73,7 @@ def _need_table():
 
 
 def _first_seed(states):
-  return evaluate.seed_variables(states, 0)
+  return scoring.seed_variables(states, 0)
 
 
 def _variable_shapes(model):
@@ -232,7 +233,7 @@ def test_unknown_bench_metric_fails_before_training(tmp_path, monkeypatch):
   _forbid_training(monkeypatch)
   wd = tmp_path / 'run'
   with pytest.raises(bench_lib.BenchError, match=r"no metric column 'nope'.*cifar10_test"):
-    train.train_and_evaluate(run_config(**{'bench.metric': 'nope'}), str(wd))
+    run_lib.train_and_evaluate(run_config(**{'bench.metric': 'nope'}), str(wd))
   assert not (wd / 'checkpoints').exists()
   assert not wd.exists() or not os.listdir(wd)
 
@@ -242,7 +243,7 @@ def test_missing_bench_file_fails_before_training(tmp_path, monkeypatch):
   wd = tmp_path / 'run'
   missing = tmp_path / 'no_table.csv'
   with pytest.raises(bench_lib.BenchError, match='no such bench file'):
-    train.train_and_evaluate(run_config(**{'bench.path': str(missing)}), str(wd))
+    run_lib.train_and_evaluate(run_config(**{'bench.path': str(missing)}), str(wd))
   assert not (wd / 'checkpoints').exists()
   assert not wd.exists() or not os.listdir(wd)
 
@@ -276,11 +277,11 @@ def test_batched_scores_equal_single_path(run, bn_mode):
   params, stats = _first_seed(run['states'])
   archs = _arch_sample(tuple(range(5)), 25, seed=1)
   assert space.is_dead(archs).any()
-  recal = evaluate.recalibration_images(config, data) if bn_mode == 'recalibrate' else None
+  recal = scoring.recalibration_images(config, data) if bn_mode == 'recalibrate' else None
   if recal is not None:
     assert recal.shape == (2, config.train.batch_size, 32, 32, 3)
-  fast = evaluate.score_archs(config, model, params, stats, archs, data, recal)
-  slow = evaluate.score_archs_one_by_one(config, model, params, stats, archs, data, recal)
+  fast = scoring.score_archs(config, model, params, stats, archs, data, recal)
+  slow = scoring.score_archs_one_by_one(config, model, params, stats, archs, data, recal)
   np.testing.assert_array_equal(_counts(fast), _counts(slow))
   assert len(np.unique(fast)) >= 5  # the archs are told apart: the weights are trained
 
@@ -293,8 +294,8 @@ def test_bn_modes_give_different_scores(run):
   out = {}
   for mode in ('running', 'batch', 'recalibrate'):
     config = _with_eval(run['config'], **{'eval.bn_mode': mode})
-    recal = evaluate.recalibration_images(config, data) if mode == 'recalibrate' else None
-    out[mode] = evaluate.score_archs(config, model, params, stats, archs, data, recal)
+    recal = scoring.recalibration_images(config, data) if mode == 'recalibrate' else None
+    out[mode] = scoring.score_archs(config, model, params, stats, archs, data, recal)
   assert not np.array_equal(out['running'], out['batch'])
   assert not np.array_equal(out['batch'], out['recalibrate'])
 
@@ -305,8 +306,8 @@ def test_duplicate_archs_score_like_the_single_path(run):
   params, stats = _first_seed(run['states'])
   coset = space.coset_members(np.array([3, 1, 2, 4, 0, 3]), range(5))
   archs = np.concatenate([coset[:4], coset[2:3], coset[:1]])
-  fast = evaluate.score_archs(config, model, params, stats, archs, data)
-  slow = evaluate.score_archs_one_by_one(config, model, params, stats, archs, data)
+  fast = scoring.score_archs(config, model, params, stats, archs, data)
+  slow = scoring.score_archs_one_by_one(config, model, params, stats, archs, data)
   np.testing.assert_array_equal(_counts(fast), _counts(slow))
 
 
@@ -320,8 +321,8 @@ def test_batched_scores_equal_single_path_on_masked_subsets(run, masked, k):
   archs = _arch_sample(allowed, 26, seed=3)
   paths, _ = space.pack_fair_groups(archs, allowed)
   assert paths.shape[1] == k
-  fast = evaluate.score_archs(config, model, params, stats, archs, run['data'])
-  slow = evaluate.score_archs_one_by_one(config, model, params, stats, archs, run['data'])
+  fast = scoring.score_archs(config, model, params, stats, archs, run['data'])
+  slow = scoring.score_archs_one_by_one(config, model, params, stats, archs, run['data'])
   np.testing.assert_array_equal(_counts(fast), _counts(slow))
   assert len(np.unique(fast)) >= 4
 
@@ -354,8 +355,8 @@ def test_unshared_training_is_scored_with_one_path_for_all_cells(run):
   assert max(jax.tree.leaves(moved)) > 1e-3
 
   archs = _arch_sample(config_lib.allowed_ops(config), 9, seed=4)
-  fast = evaluate.score_archs(config, model, params_u, stats_u, archs, data)
-  slow = evaluate.score_archs_one_by_one(config, model, params_u, stats_u, archs, data)
+  fast = scoring.score_archs(config, model, params_u, stats_u, archs, data)
+  slow = scoring.score_archs_one_by_one(config, model, params_u, stats_u, archs, data)
   np.testing.assert_array_equal(_counts(fast), _counts(slow))
 
   forward = jax.jit(lambda p, s, x, path: model.apply(
@@ -380,7 +381,7 @@ def test_stand_alone_network_with_super_net_weights_scores_the_same(run, arch):
                                                train=False))(
       alone_params, alone_stats, augment.eval_images(data.val_images))
   correct = int((logits.argmax(-1) == data.val_labels).sum())
-  (score,) = evaluate.score_archs(config, model, params, stats, np.array([arch]), data)
+  (score,) = scoring.score_archs(config, model, params, stats, np.array([arch]), data)
   assert correct == _counts(score)
 
 
@@ -437,7 +438,7 @@ def test_main_job_writes_predictions(run):
   seed0 = by_seed[0]
   archs = np.stack([space.string_to_arch(r['arch']) for r in seed0])
   params, stats = _first_seed(run['states'])
-  want = evaluate.score_archs(config, run['model'], params, stats, archs, run['data'])
+  want = scoring.score_archs(config, run['model'], params, stats, archs, run['data'])
   np.testing.assert_allclose([float(r['supernet_acc']) for r in seed0], want, atol=6e-5)
   assert [r['supernet_acc'] for r in seed0] != [r['supernet_acc'] for r in by_seed[1]]
 
@@ -538,7 +539,7 @@ def test_cli_rescores_into_its_own_folder(run):
   seed0 = [r for r in rows_batch if r['seed'] == '0']
   archs = np.stack([space.string_to_arch(r['arch']) for r in seed0])
   params, stats = _first_seed(run['states'])
-  want = evaluate.score_archs(_with_eval(config, **{'eval.bn_mode': 'batch'}), run['model'],
+  want = scoring.score_archs(_with_eval(config, **{'eval.bn_mode': 'batch'}), run['model'],
                               params, stats, archs, run['data'])
   np.testing.assert_allclose([float(r['supernet_acc']) for r in seed0], want, atol=6e-5)
 
@@ -584,7 +585,7 @@ def test_scope_all_scores_the_whole_allowed_subset(run, tmp_path):
   states = run['states']
   params, stats = _by_name(states.params, states.batch_stats, model)
   masked_states = states.replace(params=params, batch_stats=stats)
-  summary = evaluate.evaluate_run(config, str(tmp_path), masked_states, run['data'])
+  summary = run_lib.evaluate_run(config, str(tmp_path), masked_states, run['data'])
   folder = tmp_path / 'results' / 'running-all'
   assert sorted(os.listdir(folder)) == ['metrics.json', 'predictions.csv']
   _, rows = _read_predictions(folder)
