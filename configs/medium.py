@@ -1,7 +1,6 @@
 """Medium super-network (C=64, N=4), otherwise the SPEC defaults.
 
-python -m spos_jax.main --config=configs/medium.py --workdir=runs/medium \
-    --config.bench.path=nb201_table.csv
+python -m spos_jax.main --config=configs/medium.py --workdir=runs/medium
 """
 from spos_jax import config as config_lib
 

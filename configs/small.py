@@ -1,7 +1,8 @@
 """Small super-network (C=32, N=2), SPEC defaults: 250 epochs, 5 seeds, strictly fair.
 
-python -m spos_jax.main --config=configs/small.py --workdir=runs/small \
-    --config.bench.path=nb201_table.csv
+CIFAR-10 (downloaded once into ~/.cache/spos_jax), ranked against the packaged
+NAS-Bench-201 table's cifar10_test column:
+python -m spos_jax.main --config=configs/small.py --workdir=runs/small
 """
 from spos_jax import config as config_lib
 

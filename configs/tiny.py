@@ -1,7 +1,8 @@
 """A run for a laptop CPU in under two minutes: C=8, N=1, 1 seed, 2 epochs on 5k images; ranks ~200 archs on 250 images.
 
-Trains on a local .npz (x_train, y_train, x_test, y_test), e.g. the decoded offline pack:
-python ../shared/tools/cifar10_q75.py /tmp/cifar10.npz
+Reads CIFAR-10 as any config does (downloaded once), or a local .npz (x_train, y_train,
+x_test, y_test), e.g. one converted from the official archive fetched by hand:
+python -m spos_jax.data convert --archive=cifar-10-python.tar.gz --out=/tmp/cifar10.npz
 python -m spos_jax.main --config=configs/tiny.py --workdir=/tmp/run \
     --config.data.path=/tmp/cifar10.npz
 """
@@ -19,7 +20,6 @@ def get_config():
   config.train.steps_per_dispatch = 1  # XLA:CPU is slow inside loops
   config.train.log_every_steps = 5
   config.train.checkpoint_every_steps = 20
-  config.data.source = 'npz'
   config.data.train_subset = 5000  # train on the first 5k of the 45k split
   config.data.val_size = 250
   config.eval.batch_size = 250

@@ -1,7 +1,6 @@
 """Small-but-wide super-network (C=96, N=2) of the paper's Appendix D.
 
-python -m spos_jax.main --config=configs/wide.py --workdir=runs/wide \
-    --config.bench.path=nb201_table.csv
+python -m spos_jax.main --config=configs/wide.py --workdir=runs/wide
 """
 from spos_jax import config as config_lib
 

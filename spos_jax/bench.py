@@ -2,11 +2,13 @@
 
 A bench table is a CSV file (plain or gzip) with a header: `index` (official NB201
 index), `arch` (NB201 arch string) and one numeric column per metric (accuracies in
-percent, higher is better). An optional `dead` column (0/1) is checked against
-`space.is_dead` and is not a metric. See SPEC 1, 6, 7, 9 and
-shared/data/nb201/PROVENANCE.md.
+percent, 0..100, higher is better). An optional `dead` column (0/1) is checked against
+`space.is_dead` and is not a metric. See SPEC 1, 6, 7, 9.
 
-  python -m spos_jax.bench usage --bench=FILE --mask=none,avg_pool_3x3 [--mask=...]
+The package ships the compact NB201 table (`spos_jax/nb201/nb201_table.csv.gz`, its
+sources in `spos_jax/nb201/PROVENANCE.md`); the path value 'builtin' names it.
+
+  python -m spos_jax.bench usage [--bench=builtin|FILE] --mask=none,avg_pool_3x3 [--mask=...]
       [--metric=cifar10_test] [--top_ns=10,25,50,100,150,250,500] [--out=usage.csv]
   python -m spos_jax.bench convert --source=nb201|nats --file=PATH --out=table.csv[.gz]
 """
@@ -37,6 +39,19 @@ DEFAULT_TOP_NS = (10, 25, 50, 100, 150, 250, 500)
 DEFAULT_RANDOM_SIZE = 1000
 GZIP_MAGIC = b'\x1f\x8b'
 USAGE_CSV_COLUMNS = ('mask', 'top_n', 'op', 'usage', 'share')
+ACCURACY_RANGE = (0.0, 100.0)  # metric columns are accuracies in percent
+# The path value naming the packaged table, and the values that turn ranking off.
+BUILTIN = 'builtin'
+NO_BENCH = ('', 'none')
+BUILTIN_TABLE = Path(__file__).resolve().parent / 'nb201' / 'nb201_table.csv.gz'
+# The metric columns of the builtin table (tests/test_bench.py checks them).
+BUILTIN_METRICS = (
+    'cifar10_test', 'cifar100_test', 'imagenet16_test', 'cifar10_valid_12ep',
+    'cifar10_test_12ep', 'cifar100_valid_12ep', 'cifar100_test_12ep',
+    'imagenet16_valid_12ep', 'imagenet16_test_12ep')
+# The column a data set's run ranks by unless bench.metric names another.
+DATASET_METRICS = {'cifar10': 'cifar10_test', 'cifar100': 'cifar100_test',
+                   'imagenet16': 'imagenet16_test'}
 
 
 class BenchError(ValueError):
@@ -103,6 +118,61 @@ def take_rows(bench: Bench, rows: np.ndarray) -> Bench:
 
 
 # ---------------------------------------------------------------------------
+# Which table and column
+
+
+def metric_dataset(metric: str) -> str | None:
+  """The data set a column's accuracies are of ('cifar100_test' -> 'cifar100'); None
+  for a column named after no known data set (a user's own)."""
+  prefix = metric.split('_', 1)[0]
+  return prefix if prefix in DATASET_METRICS else None
+
+
+def dataset_metrics(dataset: str) -> tuple[str, ...]:
+  """The builtin table's and the converter's columns of one data set."""
+  names = BUILTIN_METRICS + tuple(c.name for c in API_COLUMNS)
+  return tuple(n for n in dict.fromkeys(names) if metric_dataset(n) == dataset)
+
+
+def resolve_path(value: str) -> str | None:
+  """The bench file a bench.path value names: 'builtin' -> the packaged table,
+  '' or 'none' -> None (no ranking), anything else -> that path."""
+  if not isinstance(value, (str, os.PathLike)):
+    raise BenchError(f'bench.path={value!r} must be a string: {BUILTIN!r}, a table '
+                     "file, or '' / 'none' for no ranking")
+  value = os.fspath(value)
+  if value.strip().lower() in NO_BENCH:
+    return None
+  if value == BUILTIN:
+    return str(BUILTIN_TABLE)
+  return value
+
+
+def check_path(value: str) -> str | None:
+  """resolve_path, then BenchError in one line unless the file exists and can be read.
+
+  Cheap (no table is parsed): for refusing a bad bench.path before any training.
+  """
+  path = resolve_path(value)
+  if path is None:
+    return None
+  _check_file(Path(path), value)
+  return path
+
+
+def _check_file(path: Path, value=None) -> None:
+  named = f'bench.path={value!r}' if value is not None else str(path)
+  if path.is_dir():
+    raise BenchError(f'{named} is a directory, not a bench table file (.csv or .csv.gz); '
+                     f"give the table's file, {BUILTIN!r} or 'none'")
+  if not path.is_file():
+    raise BenchError(f'{named}: no such bench file; give an existing table (.csv or '
+                     f".csv.gz), {BUILTIN!r} for the packaged NB201 table or 'none'")
+  if not os.access(path, os.R_OK):
+    raise BenchError(f'{named}: bench file is not readable (permission denied)')
+
+
+# ---------------------------------------------------------------------------
 # Reading a table
 
 
@@ -112,9 +182,11 @@ def _where(path: Path, line: int, column: str | None = None) -> str:
 
 def _file_text(path: Path) -> tuple[str, str]:
   """(decoded text, sha256 of the file bytes); gzip is recognised by its magic bytes."""
-  if not path.is_file():
-    raise BenchError(f'{path}: no such bench file')
-  raw = path.read_bytes()
+  _check_file(path)
+  try:
+    raw = path.read_bytes()
+  except OSError as e:
+    raise BenchError(f'{path}: cannot read the bench file ({e.strerror or e})') from e
   sha256 = hashlib.sha256(raw).hexdigest()
   data = raw
   if raw[:2] == GZIP_MAGIC:
@@ -123,7 +195,7 @@ def _file_text(path: Path) -> tuple[str, str]:
     except (OSError, EOFError, zlib.error) as e:
       raise BenchError(f'{path}: corrupt or truncated gzip data ({e})') from e
   try:
-    return data.decode('utf-8'), sha256
+    return data.decode('utf-8-sig'), sha256  # -sig: Excel writes a byte-order mark
   except UnicodeDecodeError as e:
     raise BenchError(f'{path}: not a UTF-8 text table ({e})') from e
 
@@ -139,8 +211,24 @@ def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
     raise BenchError(f'{_where(path, reader.line_num)}: malformed CSV ({e})') from e
 
 
+HEADER_HINT = (f"a bench table's first line names its columns: {INDEX_COLUMN!r}, "
+               f"{ARCH_COLUMN!r}, one column per metric and optionally {DEAD_COLUMN!r}, "
+               'e.g. index,arch,cifar10_test')
+
+
+def _is_number(text: str) -> bool:
+  try:
+    float(text)
+  except ValueError:
+    return False
+  return True
+
+
 def _check_header(path: Path, line: int, header: list[str]) -> list[str]:
   """Metric column names of a header; BenchError for missing or repeated columns."""
+  if any(_is_number(name) or name.startswith('|') for name in header):
+    raise BenchError(f'{_where(path, line)}: the header is missing (this line holds '
+                     f'data: {",".join(header)[:60]!r}); {HEADER_HINT}')
   seen = set()
   for name in header:
     if not name:
@@ -151,7 +239,7 @@ def _check_header(path: Path, line: int, header: list[str]) -> list[str]:
   for required in (INDEX_COLUMN, ARCH_COLUMN):
     if required not in seen:
       raise BenchError(f'{_where(path, line)}: header has no {required!r} column '
-                       f'(found: {", ".join(header)})')
+                       f'(found: {", ".join(header)}); {HEADER_HINT}')
   metrics = [n for n in header if n not in (INDEX_COLUMN, ARCH_COLUMN, DEAD_COLUMN)]
   if not metrics:
     raise BenchError(f'{_where(path, line)}: header has no metric column besides '
@@ -185,6 +273,10 @@ def _parse_metric(path: Path, line: int, column: str, text: str) -> float:
                      'number') from None
   if not np.isfinite(value):
     raise BenchError(f'{_where(path, line, column)}: {text!r} is not a finite number')
+  low, high = ACCURACY_RANGE
+  if not low <= value <= high:
+    raise BenchError(f'{_where(path, line, column)}: {text!r} is outside {low:g}..{high:g}; '
+                     'metric columns are accuracies in percent')
   return value
 
 
@@ -216,8 +308,11 @@ def _first_seen(path: Path, column: str, keys: Iterable, lines: Sequence[int]) -
 
 
 def load_bench(path: str | os.PathLike, expect_full: bool = True) -> Bench:
-  """Read and validate a bench table; a full NB201 table must hold all 15625 archs."""
-  path = Path(path)
+  """Read and validate a bench table; a full NB201 table must hold all 15625 archs.
+
+  `path` may be 'builtin', the packaged table.
+  """
+  path = BUILTIN_TABLE if os.fspath(path) == BUILTIN else Path(path)
   text, sha256 = _file_text(path)
   records = _records(path, text)
   try:
@@ -250,9 +345,20 @@ def load_bench(path: str | os.PathLike, expect_full: bool = True) -> Bench:
   _first_seen(path, ARCH_COLUMN, strings, lines)
   _first_seen(path, INDEX_COLUMN, indices, lines)
   if expect_full and len(lines) != space.NUM_ARCHS:
-    raise BenchError(f'{path}: {len(lines)} distinct archs, a full NB201 table has '
-                     f'{space.NUM_ARCHS} (use expect_full=False for a partial table)')
+    raise BenchError(_partial_table_message(path, np.stack(archs)))
   return _make_bench(str(path), sha256, archs, indices, strings, values)
+
+
+def _partial_table_message(path: Path, archs: np.ndarray) -> str:
+  """What a table that lacks archs misses, and what to do about it."""
+  present = np.zeros(space.NUM_ARCHS, bool)
+  present[space.arch_code(archs)] = True
+  missing = np.flatnonzero(~present)
+  first = space.arch_to_string(space.all_archs()[missing[0]])
+  return (f'{path}: holds {len(archs)} of the {space.NUM_ARCHS} NB201 archs '
+          f'({len(missing)} missing, e.g. {first}); ranking needs every arch: use the '
+          f"full table (bench.path={BUILTIN!r}, or one written by `python -m "
+          "spos_jax.bench convert`)")
 
 
 # ---------------------------------------------------------------------------
@@ -505,7 +611,11 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def run_usage(args: argparse.Namespace) -> None:
-  bench = load_bench(args.bench)
+  path = check_path(args.bench)
+  if path is None:
+    raise BenchError(f'--bench={args.bench!r}: usage needs a bench table; give a file '
+                     f'or {BUILTIN!r}')
+  bench = load_bench(path)
   rows = []
   for mask in args.mask or ['']:
     rows += usage_rows(bench, space.parse_op_list(mask), args.metric, args.top_ns)
@@ -531,7 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest='command', required=True)
   usage = commands.add_parser('usage', help='op usage/share of the top-N archs (Fig. 3)')
-  usage.add_argument('--bench', required=True, help='bench table (.csv or .csv.gz)')
+  usage.add_argument('--bench', default=BUILTIN,
+                     help=f"bench table (.csv or .csv.gz); {BUILTIN!r} (default) is the "
+                          'packaged NB201 table')
   usage.add_argument('--mask', action='append',
                      help="masked ops, e.g. 'none,avg_pool_3x3'; '' = full space; "
                           'repeat for several subsets')

@@ -8,19 +8,21 @@ import math
 
 import ml_collections
 
-from spos_jax import sampling, space
+from spos_jax import bench, data, sampling, space
 
 PRECISIONS = ('fp32', 'bf16')
 NODE_REDUCTIONS = ('sum', 'mean')
 AUGMENT_POLICIES = ('standard', 'autoaugment')
-DATA_SOURCES = ('tfds', 'npz', 'synthetic')
+DATA_SOURCES = data.SOURCES
+DATASETS = tuple(data.DATASETS)
 BN_MODES = ('running', 'batch', 'recalibrate')
 EVAL_SCOPES = ('groups', 'all')
 
 # Keys that do not change what a run computes; a resumed run may differ in them.
 RESUMABLE_KEYS = (
     'train.log_every_steps', 'train.checkpoint_every_steps', 'train.keep_checkpoints',
-    'train.steps_per_dispatch', 'data.path', 'data.tfds_data_dir', 'eval.', 'bench.',
+    'train.steps_per_dispatch', 'data.path', 'data.tfds_data_dir', 'data.cache_dir',
+    'eval.', 'bench.',
 )
 
 
@@ -67,9 +69,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = 'tfds'  # 'tfds' (cifar10), 'npz' (local file) or 'synthetic'
-  c.data.path = ''  # the .npz file for source=npz
-  c.data.tfds_data_dir = ''  # tfds download/cache folder; '' = tfds default
+  c.data.dataset = 'cifar10'  # 'cifar10', 'cifar100' or 'imagenet16' (ImageNet16-120, .npz only)
+  # 'auto' = 'npz' when data.path is set, else 'download' (the official archive,
+  # fetched once into data.cache_dir); 'tfds' (a tfds-prepared copy) or 'synthetic'
+  c.data.source = 'auto'
+  c.data.path = ''  # a local .npz (x_train, y_train, x_test, y_test); implies source npz
+  c.data.cache_dir = ''  # where 'download' keeps <dataset>.npz; '' = ~/.cache/spos_jax
+  c.data.tfds_data_dir = ''  # tfds data folder for source=tfds; '' = tfds default
   c.data.split_seed = 0  # study-level: the same 45k/5k split for every run
   c.data.val_size = 5000
   c.data.synthetic_size = 2048  # train images for source=synthetic
@@ -87,9 +93,44 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.name = ''  # results subfolder; '' derives it from bn_mode and scope
 
   c.bench = ml_collections.ConfigDict()
-  c.bench.path = ''  # compact NB201 table (csv/csv.gz); '' skips ranking
-  c.bench.metric = 'cifar10_test'
+  # 'builtin' = the NB201 table shipped with the package; a table file (csv/csv.gz,
+  # e.g. from `python -m spos_jax.bench convert`); '' or 'none' = no ranking
+  c.bench.path = bench.BUILTIN
+  c.bench.metric = ''  # ranking column; '' = the data set's (cifar10_test, cifar100_test, ...)
   return c
+
+
+def bench_metric(config) -> str:
+  """The bench column a run ranks by: bench.metric, or the data set's default column."""
+  return config.bench.metric or bench.DATASET_METRICS[config.data.dataset]
+
+
+def data_source(config) -> str:
+  """The data source a run reads: data.source with 'auto' resolved."""
+  return data.resolved_source(config.data.source, config.data.path)
+
+
+def resolved(config) -> ml_collections.ConfigDict:
+  """A copy with data.source and bench.metric resolved: what a run record should hold."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.data.source = data_source(config)
+  out.bench.metric = bench_metric(config)
+  return out
+
+
+def adopt_recorded(config, saved: dict) -> ml_collections.ConfigDict:
+  """A copy of `config` where an 'auto' data.source takes the source a run recorded.
+
+  A run recorded before 'auto' existed holds 'tfds' and no path; resuming it under the
+  new default must read the same data, not download another copy in another order.
+  An explicitly chosen source is kept (and differing_keys then reports a change).
+  """
+  out = ml_collections.ConfigDict(config.to_dict())
+  recorded = data.resolved_source(saved.get('data.source', 'auto'), saved.get('data.path', ''))
+  if config.data.source == 'auto' and recorded != 'auto':
+    if recorded != 'npz' or config.data.path:
+      out.data.source = recorded
+  return out
 
 
 def allowed_ops(config) -> tuple[int, ...]:
@@ -131,6 +172,45 @@ def _int_tuple(name, value, low) -> tuple[int, ...]:
   return tuple(value)
 
 
+def _check_data_source(d) -> None:
+  """Data set and source agree; a given path is read, and only by the npz route."""
+  _check_choice('data.dataset', d.dataset, DATASETS)
+  _check_choice('data.source', d.source, DATA_SOURCES)
+  if not isinstance(d.path, str):
+    raise ConfigError(f'data.path must be a string (a .npz file or empty), got {d.path!r}')
+  if d.source == 'npz' and not d.path:
+    raise ConfigError('data.source=npz needs data.path=FILE.npz')
+  if d.path and d.source not in ('auto', 'npz'):
+    raise ConfigError(f"data.path={d.path!r} is read only by data.source='npz' or 'auto', "
+                      f'not {d.source!r}; drop one of the two')
+  source = data.resolved_source(d.source, d.path)
+  if source in ('download', 'tfds') and d.dataset not in data.ARCHIVES:
+    raise ConfigError(f'data.dataset={d.dataset!r} loads only from a local .npz: pass '
+                      f'data.path=FILE.npz (data.source={d.source!r} covers '
+                      f'{", ".join(data.ARCHIVES)})')
+
+
+def _check_bench(config) -> None:
+  """bench.path and bench.metric are strings, and the metric fits the data set."""
+  b = config.bench
+  if not isinstance(b.path, str):
+    raise ConfigError(f'bench.path must be a string ({bench.BUILTIN!r}, a table file, or '
+                      f"'' / 'none' for no ranking), got {b.path!r}")
+  if not isinstance(b.metric, str):
+    raise ConfigError(f"bench.metric must be a column name or '' (the data set's), "
+                      f'got {b.metric!r}')
+  if b.path == bench.BUILTIN and b.metric and b.metric not in bench.BUILTIN_METRICS:
+    raise ConfigError(f'bench.metric={b.metric!r} is not a column of the builtin table; '
+                      f"choices: {', '.join(bench.BUILTIN_METRICS)} or '' (the data set's)")
+  metric_dataset = bench.metric_dataset(b.metric)
+  if metric_dataset is not None and metric_dataset != config.data.dataset:
+    matching = ', '.join(bench.dataset_metrics(config.data.dataset))
+    raise ConfigError(f'bench.metric={b.metric!r} ranks {metric_dataset} accuracies but '
+                      f'data.dataset={config.data.dataset!r}; choose a '
+                      f"{config.data.dataset} column ({matching}) or '' for "
+                      f'{bench.DATASET_METRICS[config.data.dataset]}')
+
+
 def validate(config) -> None:
   """Raise ConfigError naming the first bad field; returns None when all is well."""
   if not isinstance(config.space.masked_ops, str):
@@ -167,9 +247,8 @@ def validate(config) -> None:
   _check_int('train.log_every_steps', t.log_every_steps, 1)
   _check_int('train.checkpoint_every_steps', t.checkpoint_every_steps, 1)
   _check_int('train.keep_checkpoints', t.keep_checkpoints, 1)
-  _check_choice('data.source', d.source, DATA_SOURCES)
-  if d.source == 'npz' and not d.path:
-    raise ConfigError('data.source=npz needs data.path=FILE.npz')
+  _check_data_source(d)
+  _check_bench(config)
   _check_int('data.split_seed', d.split_seed, 0)
   _check_int('data.val_size', d.val_size, 1)
   _check_int('data.synthetic_size', d.synthetic_size, 1)
@@ -207,11 +286,20 @@ def differing_keys(saved: dict, current: dict) -> list[str]:
   A key that `saved` lacks (a run recorded before the key existed) holds its
   default: new keys default to what runs computed before them.
   """
-  saved = {**flatten(base_config()), **saved}
+  saved = _with_resolved_source({**flatten(base_config()), **saved})
+  current = _with_resolved_source(current)
   keys = sorted(set(saved) | set(current))
   return [k for k in keys
           if not any(k == r or (r.endswith('.') and k.startswith(r)) for r in RESUMABLE_KEYS)
           and saved.get(k, '<missing>') != current.get(k, '<missing>')]
+
+
+def _with_resolved_source(flat: dict) -> dict:
+  """'auto' stands for the source it resolves to, so 'auto' and 'npz' with a path agree."""
+  if isinstance(flat.get('data.source'), str) and isinstance(flat.get('data.path', ''), str):
+    flat = {**flat, 'data.source': data.resolved_source(flat['data.source'],
+                                                         flat.get('data.path', ''))}
+  return flat
 
 
 def set_flat(config, key: str, value) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -376,9 +378,144 @@ def test_wrong_dead_flag(tmp_path):
     bench.load_bench(path, expect_full=False)
 
 
-def test_full_table_needs_all_archs(tiny_path):
-  with pytest.raises(BenchError, match='4 distinct archs, a full NB201 table has 15625'):
+def test_partial_table_says_what_is_missing_and_what_to_do(tiny_path):
+  """A command-line user cannot pass expect_full=False: the message says how many
+  archs are missing, names one and points to the full table instead."""
+  with pytest.raises(BenchError) as err:
     bench.load_bench(tiny_path)
+  message = str(err.value)
+  assert 'holds 4 of the 15625 NB201 archs (15621 missing, e.g. |none~0|' in message
+  assert "bench.path='builtin'" in message and 'expect_full' not in message
+  assert '\n' not in message
+
+
+def test_table_with_a_utf8_byte_order_mark_loads(tiny_path, tiny, tmp_path):
+  """Excel writes a BOM before the header; it must not end up in the first column name."""
+  bom = tmp_path / 'excel.csv'
+  bom.write_bytes(b'\xef\xbb\xbf' + tiny_path.read_bytes())
+  b = bench.load_bench(bom, expect_full=False)
+  np.testing.assert_array_equal(b.indices, tiny.indices)
+  assert b.metric_names == tiny.metric_names
+
+
+def test_table_without_header_says_the_header_is_missing(tmp_path):
+  path = write_table(tmp_path / 't.csv', tiny_rows()[0], tiny_rows()[1:])
+  with pytest.raises(BenchError) as err:
+    bench.load_bench(path, expect_full=False)
+  message = str(err.value)
+  assert 't.csv, line 1: the header is missing' in message
+  assert "'index', 'arch'" in message and 'appears twice' not in message
+
+
+@pytest.mark.parametrize('value', ['100.5', '-0.1', '1e3'])
+def test_accuracy_outside_0_100_names_line_and_column(tmp_path, value):
+  rows = tiny_rows()
+  rows[2][2] = value
+  path = write_table(tmp_path / 't.csv', TINY_HEADER, rows)
+  with pytest.raises(BenchError) as err:
+    bench.load_bench(path, expect_full=False)
+  assert (f"t.csv, line 4, column 'cifar10_test': {value!r} is outside 0..100"
+          in str(err.value))
+
+
+def test_accuracies_0_and_100_are_accepted(tmp_path):
+  rows = tiny_rows()
+  rows[0][2], rows[1][2] = '100', '0'
+  b = bench.load_bench(write_table(tmp_path / 't.csv', TINY_HEADER, rows), expect_full=False)
+  assert b.metric('cifar10_test')[:2].tolist() == [100.0, 0.0]
+
+
+def test_directory_as_bench_is_refused_as_a_directory(tmp_path):
+  with pytest.raises(BenchError, match='is a directory, not a bench table file'):
+    bench.load_bench(tmp_path)
+  with pytest.raises(BenchError, match=f"bench.path='{tmp_path}' is a directory"):
+    bench.check_path(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------
+# The packaged table and bench.path values
+
+SHARED_CSV_SHA256 = 'fddc21507f6bce05964d057d289a5f1d11e18e4c9a6cad5038a4d633cad3d144'
+
+
+def test_packaged_table_is_the_shared_table_compressed():
+  """The builtin file decompresses to exactly the CSV of PROVENANCE.md (its sha256),
+  and is gzip with mtime 0, so rebuilding it gives the same bytes."""
+  raw = bench.BUILTIN_TABLE.read_bytes()
+  assert raw[:2] == bench.GZIP_MAGIC and raw[4:8] == b'\0\0\0\0'  # mtime 0
+  content = gzip.decompress(raw)
+  assert hashlib.sha256(content).hexdigest() == SHARED_CSV_SHA256
+  assert SHARED_CSV_SHA256 in (bench.BUILTIN_TABLE.parent / 'PROVENANCE.md').read_text()
+  if SHARED_TABLE.is_file():
+    assert hashlib.sha256(SHARED_TABLE.read_bytes()).hexdigest() == SHARED_CSV_SHA256
+
+
+def test_packaged_table_loads_all_archs():
+  b = bench.load_bench(bench.resolve_path('builtin'))
+  assert len(b) == space.NUM_ARCHS
+  assert bench.load_bench('builtin').sha256 == b.sha256
+  assert b.metric_names == bench.BUILTIN_METRICS
+  assert b.sha256 == hashlib.sha256(bench.BUILTIN_TABLE.read_bytes()).hexdigest()
+  assert b.indices[bench.top_n(b, 'cifar10_test', 1)[0]] == 6111
+  for dataset, metric in bench.DATASET_METRICS.items():
+    assert metric in b.metric_names and bench.metric_dataset(metric) == dataset
+
+
+def test_pyproject_ships_the_packaged_files():
+  """The package-data globs of pyproject.toml name both files, so wheels hold them."""
+  tomllib = pytest.importorskip('tomllib')
+  root = Path(__file__).resolve().parents[1]
+  project = tomllib.loads((root / 'pyproject.toml').read_text())
+  globs = project['tool']['setuptools']['package-data']['spos_jax']
+  shipped = {p for g in globs for p in (root / 'spos_jax').glob(g)}
+  assert shipped == {bench.BUILTIN_TABLE, bench.BUILTIN_TABLE.parent / 'PROVENANCE.md'}
+
+
+@pytest.mark.parametrize('value, expected', [
+    ('builtin', str(bench.BUILTIN_TABLE)), ('', None), ('none', None), ('None', None),
+    ('my/table.csv', 'my/table.csv'), ('table.csv.gz', 'table.csv.gz')])
+def test_resolve_path(value, expected):
+  assert bench.resolve_path(value) == expected
+
+
+def test_check_path(tmp_path, tiny_path):
+  assert bench.check_path('builtin') == str(bench.BUILTIN_TABLE)
+  assert bench.check_path('none') is None and bench.check_path('') is None
+  assert bench.check_path(str(tiny_path)) == str(tiny_path)
+  missing = str(tmp_path / 'nope.csv')
+  with pytest.raises(BenchError) as err:
+    bench.check_path(missing)
+  assert f'bench.path={missing!r}: no such bench file' in str(err.value)
+  assert "'builtin'" in str(err.value) and '\n' not in str(err.value)
+  with pytest.raises(BenchError, match='must be a string'):
+    bench.resolve_path(3)
+
+
+@pytest.mark.skipif(not hasattr(os, 'geteuid') or os.geteuid() == 0,
+                    reason='root reads any file, so no file is unreadable')
+def test_check_path_unreadable(tiny_path):
+  tiny_path.chmod(0)
+  with pytest.raises(BenchError, match='not readable'):
+    bench.check_path(str(tiny_path))
+
+
+def test_usage_cli_defaults_to_the_builtin_table(capsys):
+  assert bench.main(['usage', '--mask=none,avg_pool_3x3', '--top_ns=10']) == 0
+  printed = capsys.readouterr().out
+  assert str(bench.BUILTIN_TABLE) in printed and 'mask none+avg_pool_3x3' in printed
+
+
+def test_usage_cli_refuses_a_missing_table_in_one_line(tmp_path, capsys):
+  assert bench.main(['usage', f'--bench={tmp_path / "nope.csv"}']) == 1
+  err = capsys.readouterr().err
+  assert 'no such bench file' in err and err.count('\n') == 1
+
+
+@pytest.mark.parametrize('metric, dataset', [
+    ('cifar10_test', 'cifar10'), ('cifar10_valid', 'cifar10'), ('cifar100_test', 'cifar100'),
+    ('imagenet16_valid_12ep', 'imagenet16'), ('acc', None), ('cifar1000_x', None)])
+def test_metric_dataset(metric, dataset):
+  assert bench.metric_dataset(metric) == dataset
 
 
 # ---------------------------------------------------------------------------

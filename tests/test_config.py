@@ -41,14 +41,118 @@ def _error(fields):
   return str(info.value)
 
 
-@pytest.mark.parametrize('name', ['tiny', 'small', 'medium', 'wide'])
+@pytest.mark.parametrize('name', ['tiny', 'small', 'medium', 'wide', 'small_cifar100'])
 def test_shipped_configs_validate(name):
   """The base config and every configs/*.py validate (the positive control)."""
   config_lib.validate(config_lib.base_config())
   config = _load_config_file(name)
-  if config.data.source == 'npz' and not config.data.path:
-    config.data.path = '/some/cifar10.npz'
   assert config_lib.validate(config) is None
+  assert config.bench.path == 'builtin'
+
+
+def test_small_cifar100_ranks_by_cifar100_test():
+  config = _load_config_file('small_cifar100')
+  assert config.data.dataset == 'cifar100'
+  assert config_lib.bench_metric(config) == 'cifar100_test'
+
+
+@pytest.mark.parametrize('dataset, metric', [
+    ('cifar10', 'cifar10_test'), ('cifar100', 'cifar100_test'), ('imagenet16', 'imagenet16_test')])
+def test_bench_metric_defaults_to_the_datasets_column(dataset, metric):
+  config = _with({'data.dataset': dataset, 'data.path': 'x.npz'})
+  config_lib.validate(config)
+  assert config_lib.bench_metric(config) == metric
+  assert config_lib.resolved(config).bench.metric == metric
+  explicit = _with({'data.dataset': dataset, 'data.path': 'x.npz',
+                    'bench.metric': f'{dataset}_valid_12ep'})
+  assert config_lib.bench_metric(explicit) == f'{dataset}_valid_12ep'
+
+
+def test_dataset_metric_mismatch_is_refused_naming_both_and_the_choices():
+  message = _error({'data.dataset': 'cifar100', 'bench.metric': 'cifar10_test'})
+  assert "bench.metric='cifar10_test'" in message and "data.dataset='cifar100'" in message
+  assert 'cifar100_test, cifar100_valid_12ep' in message and '\n' not in message
+
+
+def test_own_metric_columns_pass_with_any_dataset():
+  config_lib.validate(_with({'data.dataset': 'cifar100', 'bench.path': 'mine.csv',
+                             'bench.metric': 'acc'}))
+
+
+def test_unknown_metric_of_the_builtin_table_is_refused_with_the_columns():
+  message = _error({'bench.metric': 'cifar10_valid'})
+  assert "bench.metric='cifar10_valid'" in message and 'builtin' in message
+  assert 'cifar10_test, cifar100_test, imagenet16_test' in message
+  # A user's table may hold that column (bench convert writes it).
+  config_lib.validate(_with({'bench.path': 'mine.csv', 'bench.metric': 'cifar10_valid'}))
+
+
+def test_unknown_dataset_lists_the_choices():
+  message = _error({'data.dataset': 'imagenet'})
+  assert "data.dataset='imagenet'" in message
+  assert "'cifar10', 'cifar100', 'imagenet16'" in message
+
+
+def test_data_path_means_the_npz_route():
+  """`--config.data.path=X.npz` with configs/small.py reads X.npz instead of being ignored."""
+  config = _load_config_file('small')
+  config.data.path = '/data/cifar10.npz'
+  config_lib.validate(config)
+  assert config_lib.data_source(config) == 'npz'
+  assert config_lib.data_source(config_lib.base_config()) == 'download'
+  message = _error({'data.source': 'tfds', 'data.path': '/data/cifar10.npz'})
+  assert "data.path='/data/cifar10.npz'" in message and "'tfds'" in message
+
+
+def test_imagenet16_needs_a_local_npz():
+  message = _error({'data.dataset': 'imagenet16'})
+  assert 'loads only from a local .npz' in message and 'data.path' in message
+  config_lib.validate(_with({'data.dataset': 'imagenet16', 'data.path': 'in16.npz'}))
+
+
+def test_bench_path_defaults_to_the_builtin_table():
+  assert config_lib.base_config().bench.path == 'builtin'
+  assert 'bench.path' in _error({'bench.path': None})
+
+
+def _old_record(**fields):
+  """config.json of a run recorded before data.dataset, source='auto' and 'builtin'."""
+  record = config_lib.flatten(config_lib.base_config())
+  del record['data.dataset'], record['data.cache_dir']
+  record.update({'data.source': 'tfds', 'bench.path': '', 'bench.metric': 'cifar10_test'})
+  record.update(fields)
+  return record
+
+
+def test_an_old_tfds_record_resumes_under_the_new_defaults_with_its_source():
+  """The new default ('auto') takes the recorded 'tfds', so the run reads the data it
+  trained on; without adopting it, the change of source is reported, never ignored."""
+  old = _old_record()
+  current = config_lib.base_config()
+  assert config_lib.differing_keys(old, config_lib.flatten(current)) == ['data.source']
+  adopted = config_lib.adopt_recorded(current, old)
+  assert adopted.data.source == 'tfds' and current.data.source == 'auto'
+  assert config_lib.differing_keys(old, config_lib.flatten(adopted)) == []
+  assert config_lib.differing_keys(old, config_lib.flatten(config_lib.resolved(adopted))) == []
+  explicit = _with({'data.source': 'download'})
+  assert config_lib.adopt_recorded(explicit, old).data.source == 'download'
+
+
+def test_an_old_npz_record_resumes_with_auto_and_the_same_path():
+  old = _old_record(**{'data.source': 'npz', 'data.path': '/d/c.npz'})
+  current = _with({'data.path': '/d/c.npz'})
+  assert config_lib.differing_keys(old, config_lib.flatten(current)) == []
+  assert config_lib.adopt_recorded(current, old).data.source == 'npz'
+  # Without a path the record's npz cannot be adopted: the change is reported.
+  assert config_lib.adopt_recorded(config_lib.base_config(), old).data.source == 'auto'
+  assert 'data.source' in config_lib.differing_keys(old, config_lib.flatten(
+      config_lib.base_config()))
+
+
+def test_a_different_dataset_is_a_different_run():
+  record = config_lib.flatten(config_lib.base_config())
+  cifar100 = _with({'data.dataset': 'cifar100'})
+  assert config_lib.differing_keys(record, config_lib.flatten(cifar100)) == ['data.dataset']
 
 
 @pytest.mark.parametrize('key,value', [
@@ -125,6 +229,8 @@ _VALUES = st.one_of(
     st.none(), st.booleans(), st.integers(-10, 10), st.integers(), st.floats(),
     st.text(max_size=12), st.sampled_from(['fair', 'uniform', 'shared', 'unshared', 'sum', 'mean',
                                            'fp32', 'bf16', 'synthetic', 'npz', 'running', 'none',
+                                           'auto', 'tfds', 'download', 'cifar100', 'imagenet16',
+                                           'builtin', 'cifar10_test', 'cifar100_test',
                                            'pool', 'groups', 'all']),
     st.lists(st.integers(-2, 600), max_size=4).map(tuple))
 
@@ -132,8 +238,8 @@ _VALUES = st.one_of(
 def _validates_or_config_error(fields):
   try:
     config_lib.validate(_with(fields))
-  except config_lib.ConfigError:
-    pass
+  except config_lib.ConfigError as e:
+    assert '\n' not in str(e), str(e)  # one line
 
 
 @settings(max_examples=300, deadline=None)
@@ -168,8 +274,9 @@ def test_any_field_any_value_validates_or_raises_config_error():
   def check(fields):
     try:
       config_lib.validate(_with(fields))
-    except config_lib.ConfigError:
-      pass
+    except config_lib.ConfigError as e:
+      if '\n' in str(e):
+        escaped.append((fields, f'two lines: {e}'))
     except Exception as e:  # pylint: disable=broad-except
       escaped.append((fields, f'{type(e).__name__}: {e}'))
 
