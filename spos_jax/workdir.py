@@ -3,58 +3,163 @@
 WORKDIR/config.json   the resolved config (a rerun with other results-changing
                       values is refused, naming the keys)
 WORKDIR/run_info.json package versions, device, git commit, data split seed
-WORKDIR/TRAINED       written when training finished; FAILED holds why a run stopped
+WORKDIR/TRAINED       written when training finished (holds the final step); FAILED
+                      holds why a run stopped
 WORKDIR/tb/           TensorBoard event files
+WORKDIR/.lock         flock'ed by the one process working on the run (lock())
+
+Every file is written to a temporary name and renamed. A full disk (ENOSPC, EDQUOT)
+ends a write with DiskFullError, one line naming the file and the free space, and
+leaves no temporary file behind.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
+import errno
+import fcntl
 import hashlib
 import importlib.metadata
 import json
 import math
 import os
 import platform
+import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 
+from absl import logging
 import jax
 
+from spos_jax import bench as bench_lib
 from spos_jax import config as config_lib
 
 CONFIG_FILE = 'config.json'
 RUN_INFO_FILE = 'run_info.json'
 TRAINED_MARKER = 'TRAINED'
 FAILED_MARKER = 'FAILED'
+LOCK_FILE = '.lock'
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'scipy',
              'ml_collections', 'tensorflow-datasets')
 
 
 class WorkdirError(RuntimeError):
-  """The workdir cannot be used: unwritable, or it holds another config's run."""
+  """The workdir cannot be used: unwritable, full, locked, or another config's run."""
 
 
-def write_temporary(folder: str, text: str) -> str:
+class DiskFullError(WorkdirError):
+  """A write failed for lack of space (ENOSPC) or quota (EDQUOT)."""
+
+
+# ----------------------------------------------------------------------- disk space
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """Whether error, or one it was raised from, is ENOSPC/EDQUOT.
+
+  Orbax reports a full disk as tensorstore's ValueError('RESOURCE_EXHAUSTED: ...
+  No space left on device [os_error_code=\'28\']'), without an errno: its text counts.
+  """
+  texts = tuple(os.strerror(code) for code in _DISK_FULL_ERRNOS)
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+      return True
+    if any(text in str(error) for text in texts):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _size_text(num_bytes: float) -> str:
+  if num_bytes < 1024:
+    return f'{int(num_bytes)} bytes'
+  for unit in ('KiB', 'MiB', 'GiB'):
+    num_bytes /= 1024
+    if num_bytes < 1024 or unit == 'GiB':
+      return f'{num_bytes:.1f} {unit}'
+
+
+def _existing_ancestor(path: str) -> str:
+  path = os.path.abspath(path)
+  while not os.path.exists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  return path
+
+
+def free_space_text(path: str) -> str:
+  """'<n> free' on the file system of path (or why that is unknown)."""
+  try:
+    free = shutil.disk_usage(_existing_ancestor(path)).free
+  except OSError as e:
+    return f'free space unknown ({e.strerror})'
+  return f'{_size_text(free)} free'
+
+
+def disk_full_error(path: str, error: BaseException) -> DiskFullError:
+  """The one-line error for a write of path that failed on a full disk."""
+  reason = 'quota exceeded' if 'quota' in str(error).lower() or getattr(
+      error, 'errno', None) == errno.EDQUOT else 'no space left on the device'
+  return DiskFullError(f'disk full writing {path} ({reason}, {free_space_text(path)}); '
+                       f'free some space and rerun the same command')
+
+
+def check_free_space(path: str, need_bytes: int, what: str) -> None:
+  """DiskFullError unless the file system of path (or its nearest existing folder)
+  has need_bytes free: for refusing work whose output could not be written."""
+  try:
+    free = shutil.disk_usage(_existing_ancestor(path)).free
+  except OSError:
+    return  # nothing to measure with: the write itself will say
+  if free < need_bytes:
+    raise DiskFullError(f'not enough free space for {what} in {path}: {_size_text(free)} '
+                        f'free, {_size_text(need_bytes)} needed; free some space and rerun')
+
+
+# ---------------------------------------------------------------------- file writes
+
+
+def write_temporary(folder: str, text: str, target: str | None = None) -> str:
   """Write text to a new temporary file in folder; its path. Removed if writing fails.
 
   The file gets the umask's usual mode (mkstemp's 0600 would hide results from the
-  other users of a shared folder).
+  other users of a shared folder). A full disk raises DiskFullError naming target
+  (the file the text is for), or folder.
   """
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-')
+  try:
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-')
+  except OSError as e:
+    if is_disk_full(e):
+      raise disk_full_error(target or folder, e) from None
+    raise
   try:
     with os.fdopen(fd, 'w') as f:
       f.write(text)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
-  except BaseException:
+  except BaseException as e:
     os.remove(tmp)
+    if is_disk_full(e):
+      raise disk_full_error(target or folder, e) from None
     raise
   return tmp
 
 
 def write_text_atomic(path: str, text: str) -> None:
   """Write to a temporary file and rename it: readers never see half a file."""
-  os.replace(write_temporary(os.path.dirname(os.path.abspath(path)), text), path)
+  tmp = write_temporary(os.path.dirname(os.path.abspath(path)), text, target=path)
+  try:
+    os.replace(tmp, path)
+  except BaseException as e:
+    os.remove(tmp)
+    if is_disk_full(e):
+      raise disk_full_error(path, e) from None
+    raise
 
 
 def _strict_json(value):
@@ -85,6 +190,8 @@ def check_writable(workdir: str) -> None:
     os.close(fd)
     os.remove(probe)
   except OSError as e:
+    if is_disk_full(e):
+      raise disk_full_error(workdir, e) from None
     raise WorkdirError(f'workdir {workdir!r} is not writable: {e}') from None
 
 
@@ -99,16 +206,13 @@ def load_config_record(workdir: str) -> dict | None:
     raise WorkdirError(f'{path} is unreadable ({e}); move it away or use a new workdir') from None
 
 
-def prepare(workdir: str, config) -> None:
-  """Create/check the workdir before any training work, and record the config.
+def check_same_run(workdir: str, config) -> None:
+  """WorkdirError unless workdir is new or its checkpoints and results are this config's.
 
-  A workdir that holds checkpoints or results of a different config is refused
-  (nothing is overwritten); keys that do not change results
-  (config.RESUMABLE_KEYS) may differ. A config.json without any of those (a start
-  that failed early) is simply replaced.
+  Keys that do not change results (config.RESUMABLE_KEYS) may differ; a config.json
+  without checkpoints or results (a start that failed early) does not count. Reads
+  only: for refusing a run before anything is written.
   """
-  check_writable(workdir)
-  current = config_lib.flatten(config)
   saved = load_config_record(workdir)
   has_work = any(os.path.isdir(os.path.join(workdir, sub)) and os.listdir(
       os.path.join(workdir, sub)) for sub in ('checkpoints', 'results'))
@@ -116,6 +220,7 @@ def prepare(workdir: str, config) -> None:
     raise WorkdirError(f'{workdir} holds checkpoints or results but no {CONFIG_FILE}; '
                        f'refusing to mix runs')
   if saved is not None and has_work:
+    current = config_lib.flatten(config)
     differing = config_lib.differing_keys(saved, current)
     if differing:
       details = ', '.join(f'{k}: {saved.get(k, "<missing>")!r} -> {current.get(k, "<missing>")!r}'
@@ -123,8 +228,24 @@ def prepare(workdir: str, config) -> None:
       raise WorkdirError(
           f'{workdir} holds a run of a different config ({len(differing)} keys differ: '
           f'{details}); use another --workdir or rerun with the saved values')
-  write_json_atomic(os.path.join(workdir, CONFIG_FILE), current)
-  write_json_atomic(os.path.join(workdir, RUN_INFO_FILE), run_info(config))
+
+
+def prepare(workdir: str, config) -> None:
+  """Create/check the workdir before any training work, and record the config.
+
+  A workdir that holds checkpoints or results of a different config is refused
+  (check_same_run; nothing is overwritten), else config.json and run_info.json are
+  written and an old FAILED removed.
+  """
+  check_writable(workdir)
+  check_same_run(workdir, config)
+  current = config_lib.flatten(config_lib.resolved(config))  # what 'auto' and '' meant
+  try:
+    write_json_atomic(os.path.join(workdir, CONFIG_FILE), current)
+    write_json_atomic(os.path.join(workdir, RUN_INFO_FILE), run_info(config))
+  except DiskFullError as e:
+    record_failure(workdir, e)
+    raise
   failed = os.path.join(workdir, FAILED_MARKER)
   if os.path.exists(failed):
     os.remove(failed)  # a new attempt; a new failure writes it again
@@ -168,29 +289,152 @@ def _file_sha256(path: str) -> str | None:
     return None
 
 
+def bench_file(value: str) -> str | None:
+  """The file a bench.path value names (bench.resolve_path: 'builtin' -> the
+  packaged table, '' / 'none' -> None); the value itself where that is missing."""
+  resolve = getattr(bench_lib, 'resolve_path', None)
+  if resolve is None:
+    return value or None
+  return resolve(value)
+
+
 def run_info(config) -> dict:
   """What produced this run: versions, device, commit, data split, bench file hash."""
   devices = jax.devices()
+  bench_path = bench_file(config.bench.path)
   return dict(
-      bench_path=config.bench.path,
-      bench_sha256=_file_sha256(config.bench.path) if config.bench.path else None,
+      bench_path=bench_path,
+      bench_sha256=_file_sha256(bench_path) if bench_path else None,
       packages=_package_versions(), python=platform.python_version(),
       device_kind=devices[0].device_kind, platform=devices[0].platform,
       device_count=len(devices), git_commit=_git_commit(),
-      data_split_seed=config.data.split_seed, data_source=config.data.source,
+      data_split_seed=config.data.split_seed, data_source=config_lib.data_source(config),
       data_path=config.data.path)
+
+
+# -------------------------------------------------------------------------- markers
 
 
 def mark_failed(workdir: str, message: str) -> None:
   write_text_atomic(os.path.join(workdir, FAILED_MARKER), message + '\n')
 
 
+def record_failure(workdir: str, error: BaseException) -> None:
+  """Write FAILED with error's message if the disk allows; otherwise only log that
+  it could not (the caller raises error itself: the first error is the one to read)."""
+  try:
+    mark_failed(workdir, str(error))
+  except (OSError, WorkdirError) as e:
+    logging.warning('could not write %s either: %s',
+                    os.path.join(workdir, FAILED_MARKER), e)
+
+
 def mark_trained(workdir: str, step: int) -> None:
-  write_text_atomic(os.path.join(workdir, TRAINED_MARKER), f'{step}\n')
+  try:
+    write_text_atomic(os.path.join(workdir, TRAINED_MARKER), f'{step}\n')
+  except DiskFullError as e:
+    record_failure(workdir, e)
+    raise
 
 
 def is_trained(workdir: str) -> bool:
   return os.path.exists(os.path.join(workdir, TRAINED_MARKER))
+
+
+def trained_step(workdir: str) -> int | None:
+  """The final step TRAINED names; None when training has not finished."""
+  path = os.path.join(workdir, TRAINED_MARKER)
+  try:
+    with open(path) as f:
+      text = f.read()
+  except FileNotFoundError:
+    return None
+  except OSError as e:
+    raise WorkdirError(f'{path} is unreadable ({e.strerror})') from None
+  try:
+    return int(text.strip())
+  except ValueError:
+    raise WorkdirError(f'{path} holds {text.strip()[:40]!r}, not a step number; remove it '
+                       f'and rerun spos_jax.main to finish the run') from None
+
+
+def withdraw_trained(workdir: str, why: str) -> None:
+  """Remove TRAINED (its final checkpoint is gone), so that a rerun retrains."""
+  path = os.path.join(workdir, TRAINED_MARKER)
+  if os.path.exists(path):
+    os.remove(path)
+    logging.warning('removed %s: %s; rerunning spos_jax.main retrains the last steps',
+                    path, why)
+
+
+# ----------------------------------------------------------------------------- lock
+
+
+_HELD_LOCKS = set()  # lock files this process holds: lock() is re-entrant
+
+
+def _holder_record() -> str:
+  return json.dumps(dict(
+      pid=os.getpid(), host=socket.gethostname(), command=' '.join(sys.argv),
+      since=datetime.datetime.now().astimezone().isoformat(timespec='seconds'))) + '\n'
+
+
+def _holder_text(fd: int) -> str:
+  """Who holds the lock, from what its holder wrote into the lock file."""
+  try:
+    holder = json.loads(os.pread(fd, 65536, 0).decode())
+    command = holder['command'] if len(holder['command']) <= 120 else (
+        holder['command'][:117] + '...')
+    return (f'pid {holder["pid"]} on {holder["host"]} since {holder["since"]} '
+            f'({command})')
+  except (OSError, ValueError, KeyError, TypeError):
+    return 'another process (it has not written who it is yet)'
+
+
+@contextlib.contextmanager
+def lock(workdir: str):
+  """Hold the workdir's exclusive lock: one process trains or scores a run at a time.
+
+  fcntl.flock on WORKDIR/.lock, never waiting: when another process holds it,
+  WorkdirError says who (pid, host, since, command). The kernel releases the lock
+  when its holder exits, however it ends (kill -9 too), so a crash never leaves a
+  stale lock; the file itself stays. Re-entrant within a process. The lock is held
+  by an open file that exec'd child processes do not inherit.
+  """
+  path = os.path.realpath(os.path.join(workdir, LOCK_FILE))
+  if path in _HELD_LOCKS:
+    yield
+    return
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+  except OSError as e:
+    raise WorkdirError(f'cannot open the lock file {path}: {e.strerror}') from None
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    holder = _holder_text(fd)
+    os.close(fd)
+    if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+      raise WorkdirError(f'cannot lock {path}: {e.strerror}') from None
+    raise WorkdirError(f'{workdir} is in use by {holder}; wait for it to finish or '
+                       f'use another --workdir') from None
+  try:
+    try:  # who holds it, for the message of a second process; a full disk may refuse
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, _holder_record().encode(), 0)
+    except OSError as e:
+      logging.warning('could not write the holder into %s: %s', path, e.strerror)
+    _HELD_LOCKS.add(path)
+    yield
+  finally:
+    _HELD_LOCKS.discard(path)
+    try:
+      os.ftruncate(fd, 0)  # while still held: the file names a holder only when held
+    except OSError:
+      pass
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
 
 
 def summary_writer(workdir: str):
