@@ -1,30 +1,52 @@
 """A run's ranking results: predictions.csv and metrics.json (SPEC 6-7).
 
-predictions.csv  seed, nb201_index, arch, supernet_acc, bench_acc: every scored arch
+predictions.csv  seed, nb201_index, arch, <score column>, bench_acc: every scored arch
 metrics.json     per group (top10..top500, random, all): correlations and mean
-                 accuracies per seed and as mean/std over seeds; tau_a; precision@K;
-                 the super-net's top-1 arch; the config and the bench used.
+                 scores per seed and as mean/std over seeds; tau_a; precision@K;
+                 the top-1 arch (NB201 index, arch string, bench rank, regret); the
+                 scored checkpoint step; the evaluation identity; the config and bench.
 Both files are written atomically; metrics.json last, so its presence means the
 evaluation completed.
+
+One convention for accuracies: super-net and bench accuracies are percentages
+(0..100); precision@K is a share (0..1), regret is in accuracy points.
+
+The score of an arch is a super-net accuracy (column 'supernet_acc', kind 'supernet')
+or a zero-cost proxy's value (column 'proxy_score', kind 'proxy'); metrics.json's
+`score` record says which. For a proxy, the fields named mean_supernet_acc (and
+tau_a's A_N) hold the mean proxy score.
+
+The evaluation identity (`evaluation_identity`) is everything besides the trained
+weights that determines the numbers: the bench table (sha256) and metric, the groups
+(top-N sizes, random size and seed, scope), the BN mode with its parameters and the
+masked ops. `identity_differences` compares the one stored with results to the one a
+rerun asks for.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 
 import numpy as np
 
+from spos_jax import bench as bench_lib
 from spos_jax import config as config_lib
 from spos_jax import metrics
+from spos_jax import space
 from spos_jax import workdir as workdir_lib
 
 PREDICTIONS_FILE = 'predictions.csv'
 METRICS_FILE = 'metrics.json'
-PREDICTION_COLUMNS = ('seed', 'nb201_index', 'arch', 'supernet_acc', 'bench_acc')
+SUPERNET_COLUMN = 'supernet_acc'
+PROXY_COLUMN = 'proxy_score'
+SCORE_KINDS = {SUPERNET_COLUMN: 'supernet', PROXY_COLUMN: 'proxy'}
+PREDICTION_COLUMNS = ('seed', 'nb201_index', 'arch', SUPERNET_COLUMN, 'bench_acc')
 GROUP_METRICS = ('n', 'kendall_tau', 'kendall_tau_b', 'spearman', 'pearson',
                  'mean_supernet_acc', 'mean_bench_acc')
 PRECISION_KS = (10, 50, 100)
+TOP1_FIELDS = ('bench_rank', 'bench_accuracy', 'regret')
 
 
 def results_name(eval_config) -> str:
@@ -52,11 +74,37 @@ def mean_std(values) -> dict:
   return {'mean': float(np.mean(values)), 'std': std}
 
 
-def summarize(seeds, scores: np.ndarray, truth: np.ndarray, groups: dict,
-              top_ns) -> dict:
-  """metrics.json's numbers. scores [S, m] super-net accuracies, truth [m].
+def top1_entry(scores: np.ndarray, truth: np.ndarray, indices, arch_strings,
+               subset_truth: np.ndarray | None) -> dict:
+  """The arch a score vector ranks first: NB201 index, arch string, bench standing.
 
-  groups maps a group name to positions into the m scored archs.
+  bench_rank counts the archs of the whole subset (subset_truth) with a strictly
+  better bench accuracy, so it stays right when only groups were scored; without
+  subset_truth it counts the scored archs.
+  """
+  out = metrics.top1_regret(scores, truth)
+  position = out.pop('index')
+  if subset_truth is not None:
+    out['bench_rank'] = 1 + int(np.count_nonzero(subset_truth > out['bench_accuracy']))
+    out['best_accuracy'] = float(max(out['best_accuracy'], np.max(subset_truth)))
+    out['regret'] = out['best_accuracy'] - out['bench_accuracy']
+  if indices is not None:
+    out['nb201_index'] = int(indices[position])
+  if arch_strings is not None:
+    out['arch'] = str(arch_strings[position])
+  out['score'] = float(scores[position])
+  return out
+
+
+def summarize(seeds, scores: np.ndarray, truth: np.ndarray, groups: dict,
+              top_ns, *, indices=None, arch_strings=None,
+              subset_truth: np.ndarray | None = None) -> dict:
+  """metrics.json's numbers. scores [S, m] super-net accuracies (or proxy scores), truth [m].
+
+  groups maps a group name to positions into the m scored archs; indices and
+  arch_strings [m] name the scored archs (NB201 index, arch string) for the top-1
+  entries; subset_truth is the bench accuracy of every arch of the subset (for the
+  top-1 bench rank).
   """
   seed_keys = [str(s) for s in seeds]
   out = {'groups': {}, 'precision_at_k': {}}
@@ -80,45 +128,192 @@ def summarize(seeds, scores: np.ndarray, truth: np.ndarray, groups: dict,
     per_seed = {k: metrics.precision_at_k(scores[i, everything], truth[everything], k_top)
                 for i, k in enumerate(seed_keys)}
     out['precision_at_k'][str(k_top)] = dict(per_seed=per_seed, **mean_std(list(per_seed.values())))
-  per_seed_top1 = {k: metrics.top1_regret(scores[i, everything], truth[everything])
+  names = [None if a is None else np.asarray(a)[everything] for a in (indices, arch_strings)]
+  per_seed_top1 = {k: top1_entry(scores[i, everything], truth[everything], *names, subset_truth)
                    for i, k in enumerate(seed_keys)}
   out['top1'] = {'per_seed': per_seed_top1}
-  for field in ('bench_rank', 'bench_accuracy', 'regret'):
+  for field in TOP1_FIELDS:
     out['top1'][field] = mean_std([per_seed_top1[k][field] for k in seed_keys])
+  # One arch for all seeds: the first by the score averaged over seeds.
+  out['top1']['of_mean_score'] = top1_entry(scores[:, everything].mean(0), truth[everything],
+                                            *names, subset_truth)
   return out
 
 
-def predictions_csv(seeds, indices, arch_strings, scores, truth) -> str:
+def prediction_columns(score_column: str = SUPERNET_COLUMN) -> tuple[str, ...]:
+  return PREDICTION_COLUMNS[:3] + (score_column,) + PREDICTION_COLUMNS[4:]
+
+
+def _score_text(value: float, score_column: str) -> str:
+  # Accuracies are multiples of 100/n_images: 4 decimals are exact. Proxy scores span
+  # many orders of magnitude: the shortest exact repr keeps their order and ties.
+  return f'{value:.4f}' if score_column == SUPERNET_COLUMN else repr(float(value))
+
+
+def predictions_csv(seeds, indices, arch_strings, scores, truth,
+                    score_column: str = SUPERNET_COLUMN) -> str:
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator='\n')
-  writer.writerow(PREDICTION_COLUMNS)
+  writer.writerow(prediction_columns(score_column))
   for i, seed in enumerate(seeds):
     for j in range(len(indices)):
-      writer.writerow([seed, int(indices[j]), arch_strings[j], f'{scores[i, j]:.4f}',
-                       f'{truth[j]:.6f}'])
+      writer.writerow([seed, int(indices[j]), arch_strings[j],
+                       _score_text(scores[i, j], score_column), f'{truth[j]:.6f}'])
   return buffer.getvalue()
 
 
+# ---------------------------------------------------------------------------
+# What identifies an evaluation
+
+
+def _resolved_path(value: str) -> str:
+  """The bench file a bench.path value names, as an absolute path ('' for none)."""
+  path = bench_lib.resolve_path(value) if value else None
+  return os.path.realpath(path) if path else ''
+
+
+def _masked_names(masked) -> list[str]:
+  """Masked ops in canonical form (OPS order) from a comma string or a list."""
+  return [space.OPS[i] for i in space.parse_op_list(masked or '')]
+
+
+def evaluation_identity(config, bench_sha256: str, top_ns) -> dict:
+  """Everything besides the trained weights that determines the results' numbers.
+
+  top_ns are the top-N sizes actually used (eval.top_ns without the sizes larger
+  than the subset). eval.recalibrate_batches counts only with bn_mode=recalibrate
+  and eval.batch_size only with bn_mode=batch (BN statistics of each evaluated
+  batch); eval.groups_per_call and eval.name change speed and place, not numbers.
+  bench.path is recorded (resolved) but a moved table with the same sha256 is the
+  same table (see identity_differences).
+  """
+  identity = {
+      'bench.path': _resolved_path(config.bench.path),
+      'bench.sha256': bench_sha256,
+      'bench.metric': config_lib.bench_metric(config),
+      'eval.top_ns': [int(n) for n in top_ns],
+      'eval.random_size': int(config.eval.random_size),
+      'eval.random_seed': int(config.eval.random_seed),
+      'eval.scope': config.eval.scope,
+      'eval.bn_mode': config.eval.bn_mode,
+      'space.masked_ops': _masked_names(config.space.masked_ops),
+  }
+  if config.eval.bn_mode == 'recalibrate':
+    identity['eval.recalibrate_batches'] = int(config.eval.recalibrate_batches)
+  if config.eval.bn_mode == 'batch':
+    identity['eval.batch_size'] = int(config.eval.batch_size)
+  return identity
+
+
+def _identity_from_old_record(stored: dict) -> dict:
+  """The identity of a metrics.json written before it recorded one: config + bench."""
+  flat, bench = stored.get('config') or {}, stored.get('bench') or {}
+  identity = {
+      'bench.path': _resolved_path(bench.get('path') or flat.get('bench.path', '')),
+      'bench.sha256': bench.get('sha256'),
+      'bench.metric': bench.get('metric', flat.get('bench.metric')),
+      'eval.top_ns': [int(n) for n in flat.get('eval.top_ns', ())],
+      'eval.random_size': flat.get('eval.random_size'),
+      'eval.random_seed': flat.get('eval.random_seed'),
+      'eval.scope': flat.get('eval.scope'),
+      'eval.bn_mode': flat.get('eval.bn_mode'),
+      'space.masked_ops': _masked_names(flat.get('space.masked_ops', '')),
+  }
+  if identity['eval.bn_mode'] == 'recalibrate':
+    identity['eval.recalibrate_batches'] = flat.get('eval.recalibrate_batches')
+  if identity['eval.bn_mode'] == 'batch':
+    identity['eval.batch_size'] = flat.get('eval.batch_size')
+  return identity
+
+
+def _shown(key: str, value) -> str:
+  if value is None:
+    return 'not used'
+  if key == 'bench.sha256':
+    return str(value)[:12]
+  if isinstance(value, list):
+    return ','.join(str(v) for v in value) or '(none)'
+  return str(value)
+
+
+def compare_identities(stored: dict, wanted: dict) -> list[str]:
+  """'key: old (stored) -> new (now)' for every key whose value differs."""
+  out = []
+  same_table = stored.get('bench.sha256') == wanted.get('bench.sha256')
+  for key in sorted(set(stored) | set(wanted)):
+    old, new = stored.get(key), wanted.get(key)
+    if old == new or (key == 'bench.path' and same_table):
+      continue
+    out.append(f'{key}: {_shown(key, old)} (stored) -> {_shown(key, new)} (now)')
+  return out
+
+
+def identity_differences(folder: str, config, bench_sha256: str, top_ns) -> list[str]:
+  """How the evaluation stored in folder differs from the one config asks for.
+
+  [] when they are equal or when folder holds no metrics.json; an unreadable
+  metrics.json is one item naming it. metrics.json files written before the
+  `evaluation` record existed are compared through their `config` and `bench`.
+  """
+  path = os.path.join(folder, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  try:
+    with open(path) as f:
+      stored = json.load(f)
+    old = stored.get('evaluation') or _identity_from_old_record(stored)
+  except (OSError, ValueError, AttributeError) as e:
+    return [f'{path}: unreadable ({type(e).__name__}: {e})']
+  return compare_identities(old, evaluation_identity(config, bench_sha256, top_ns))
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+def score_record(score_column: str, score_name: str | None) -> dict:
+  """metrics.json's `score`: which column holds the scores, and what made them."""
+  if score_column not in SCORE_KINDS:
+    raise ValueError(f'score_column {score_column!r}: must be one of '
+                     f'{", ".join(SCORE_KINDS)}')
+  kind = SCORE_KINDS[score_column]
+  if kind == 'proxy' and not score_name:
+    raise ValueError("a proxy's results need score_name (e.g. 'synflow')")
+  return {'column': score_column, 'kind': kind, 'name': score_name or kind}
+
+
 def write(folder: str, *, config, bench, seeds, indices, arch_strings, scores, truth,
-          groups, evaluated_archs_per_second: float) -> dict:
+          groups, evaluated_archs_per_second: float, step: int | None = None,
+          score_column: str = SUPERNET_COLUMN, score_name: str | None = None) -> dict:
   """Write predictions.csv and metrics.json into folder; returns the metrics.
+
+  config.eval.top_ns must hold the top-N sizes actually used; bench is the subset
+  (masked ops removed) the archs were drawn from; step is the optimizer step of the
+  scored checkpoint (None for scores without training, e.g. proxies at init).
 
   Both files are complete on disk (temporary names) before either is renamed into
   place, so a failure leaves an earlier evaluation's pair untouched; an older
   metrics.json is removed just before the renames, so that it never stands beside
   another evaluation's predictions.
   """
-  summary = summarize(seeds, scores, truth, groups, tuple(config.eval.top_ns))
+  score = score_record(score_column, score_name)
+  top_ns = tuple(config.eval.top_ns)
+  metric = config_lib.bench_metric(config)
+  summary = summarize(seeds, scores, truth, groups, top_ns, indices=indices,
+                      arch_strings=arch_strings, subset_truth=np.asarray(bench.metric(metric)))
   summary.update(
       seeds=list(seeds),
-      bench={'path': bench.path, 'sha256': bench.sha256, 'metric': config.bench.metric,
+      score=score,
+      scored_step=None if step is None else int(step),
+      evaluation=evaluation_identity(config, bench.sha256, top_ns),
+      bench={'path': bench.path, 'sha256': bench.sha256, 'metric': metric,
              'archs_in_subset': len(bench)},
       evaluated_archs=int(len(indices)),
       evaluated_archs_per_second=evaluated_archs_per_second,
       config=config_lib.flatten(config))
   os.makedirs(folder, exist_ok=True)
   predictions_tmp = workdir_lib.write_temporary(
-      folder, predictions_csv(seeds, indices, arch_strings, scores, truth))
+      folder, predictions_csv(seeds, indices, arch_strings, scores, truth, score_column))
   try:
     metrics_tmp = workdir_lib.write_temporary(folder, workdir_lib.json_text(summary))
   except BaseException:
@@ -149,3 +344,99 @@ def write_tensorboard(writer, name: str, summary: dict, step: int) -> None:
     writer.add_scalar(f'eval/{name}/precision_at_{k}', entry['mean'], step)
   writer.add_scalar(f'eval/{name}/top1_regret', summary['top1']['regret']['mean'], step)
   writer.flush()
+
+
+# ---------------------------------------------------------------------------
+# The summary printed at the end of a run
+
+
+SUMMARY_FIELDS = (('kendall_tau', 'Kendall tau', '{:+.3f}'), ('spearman', 'Spearman', '{:+.3f}'))
+
+
+def _number(value, pattern: str) -> str:
+  """None (NaN in JSON) as 'nan'; else the pattern."""
+  return 'nan' if value is None or value != value else pattern.format(value)
+
+
+def _mean_std_text(stats: dict, pattern: str) -> str:
+  """'m +- s' over several seeds; the single value alone with one seed (std None)."""
+  text = _number(stats.get('mean'), pattern)
+  if stats.get('std') is None:
+    return text
+  return f'{text} +- {_number(stats["std"], pattern.replace("+", ""))}'
+
+
+def _group_key(name: str):
+  if name.startswith('top') and name[3:].isdigit():
+    return (0, int(name[3:]))
+  return (1, {'random': 0, 'all': 1}.get(name, 2), name)
+
+
+def _score_words(summary: dict) -> tuple[str, str, str]:
+  """(what scored the archs, column title of the mean score, number pattern)."""
+  score = summary.get('score') or {'kind': 'supernet', 'name': 'supernet'}
+  if score.get('kind') == 'proxy':
+    return f'proxy {score.get("name")}', 'mean proxy score', '{:.4g}'
+  return 'super-net', 'super-net acc (%)', '{:.2f}'
+
+
+def _top1_lines(summary: dict, scorer: str) -> list[str]:
+  top1 = summary.get('top1') or {}
+  best = top1.get('of_mean_score')
+  subset = (summary.get('bench') or {}).get('archs_in_subset')
+  of = f' of {subset}' if subset else ''
+  per_seed = top1.get('per_seed') or {}
+  ranks = ', '.join(str(int(v['bench_rank'])) for v in per_seed.values())
+  if best is None:  # written before the top-1 arch was recorded
+    return [f"{scorer} top-1 bench rank per seed: {ranks}{of}; regret "
+            f"{_mean_std_text(top1.get('regret', {}), '{:.2f}')} points"]
+  seeds_word = ' (by the mean over seeds)' if len(per_seed) > 1 else ''
+  lines = [f"{scorer} top-1{seeds_word}: NB201 index {best.get('nb201_index', '?')}, "
+           f"bench rank {int(best['bench_rank'])}{of}"]
+  if best.get('arch'):
+    lines.append(f"  {best['arch']}")
+  tail = (f"  bench accuracy {best['bench_accuracy']:.2f} %, regret {best['regret']:.2f} "
+          'points')
+  if len(per_seed) > 1:
+    tail += f"; each seed's top-1 bench rank: {ranks}"
+  return lines + [tail]
+
+
+def format_summary(summary: dict, folder: str) -> str:
+  """The short plain-text table printed at the end of a run (fits 100 columns).
+
+  A pure function of metrics.json's dict and the results folder it lives in
+  (WORKDIR/results/<name>): per group n, Kendall tau, Spearman and the mean score
+  (mean +- std over seeds with several seeds); tau_a; the top-1 arch with its bench
+  rank and regret; where the files are.
+  """
+  scorer, score_title, pattern = _score_words(summary)
+  seeds = summary.get('seeds') or []
+  bench = summary.get('bench') or {}
+  step = summary.get('scored_step')
+  head = (f'{scorer} ranking against {bench.get("metric", "the bench")}, '
+          f'{len(seeds)} seed{"s" * (len(seeds) != 1)} ({", ".join(map(str, seeds))})'
+          + (f', checkpoint step {step}' if step is not None else ''))
+  rows = [('group', 'n') + tuple(title for _, title, _ in SUMMARY_FIELDS) + (score_title,)]
+  for name in sorted(summary['groups'], key=_group_key):
+    entry = summary['groups'][name]
+    rows.append((name, str(int(entry['n']['mean'])))
+                + tuple(_mean_std_text(entry[f], p) for f, _, p in SUMMARY_FIELDS)
+                + (_mean_std_text(entry['mean_supernet_acc'], pattern),))
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  table = ['  '.join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                     for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+           for row in rows]
+  a_n = 'mean proxy score' if scorer.startswith('proxy') else 'mean super-net accuracy'
+  tau_a = summary.get('tau_a', {}).get('value')
+  lines = [head, *table,
+           f'tau_a {_number(tau_a, "{:+.3f}")} (Kendall tau of N against A_N, the {a_n} '
+           'of the top-N; -1 is best)']
+  lines += _top1_lines(summary, scorer)
+  parent = os.path.dirname(os.path.normpath(folder))
+  lines += ['files:', f'  {os.path.join(folder, PREDICTIONS_FILE)}',
+            f'  {os.path.join(folder, METRICS_FILE)}']
+  if os.path.basename(parent) == 'results':
+    tb = os.path.join(os.path.dirname(parent), 'tb')
+    lines.append(f'  {tb}{os.sep}  (tensorboard --logdir {tb})')
+  return '\n'.join(lines)

@@ -5,6 +5,7 @@ runs (small: all ops and Zero masked; medium: Zero masked) of three seeds each, 
 by a noisy function of the bench accuracy, and one run folder without results.
 """
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -15,12 +16,13 @@ import sys
 import numpy as np
 import pytest
 
+from launch import plan
 from spos_jax import bench as bench_lib
 from spos_jax import config as config_lib
-from spos_jax import evaluate
 from spos_jax import metrics
 from spos_jax import report
 from spos_jax import results
+from spos_jax import run as run_lib
 from spos_jax import space
 from spos_jax import workdir
 
@@ -33,9 +35,8 @@ RUNS = {  # name: (channels, cells per stage, masked ops)
 }
 MISSING = 'm-uniform'
 SIZES = ('s', 'm')
-FIGURE_STEMS = ['fig3_op_usage'] + [
-    f'{kind}_{size}' for kind in ('fig2_scatter', 'fig4_accuracy_tau', 'fig11_scc_pcc')
-    for size in SIZES]
+FIGURE_STEMS = ['fig3_op_usage', 'fig4_accuracy_tau'] + [
+    f'{kind}_{size}' for kind in ('fig2_scatter', 'fig11_scc_pcc') for size in SIZES]
 
 
 def write_bench_table(path):
@@ -60,6 +61,7 @@ def run_config(channels, cells, masked, table, **fields):
   config.space.masked_ops = masked
   config.eval.random_size = RANDOM_SIZE
   config.bench.path = str(table)
+  config.bench.metric = 'cifar10_test'
   for key, value in fields.items():
     config_lib.set_flat(config, key, value)
   return config
@@ -79,7 +81,7 @@ def write_run(root, name, table, bench, spec=None, **fields):
   folder.mkdir()
   workdir.write_json_atomic(str(folder / 'config.json'), config_lib.flatten(config))
   subset = bench_lib.restrict(bench, config_lib.allowed_ops(config))
-  rows, groups, _ = evaluate.scored_rows(config, subset)
+  rows, groups, _ = run_lib.scored_rows(config, subset)
   truth = subset.metric(config.bench.metric)[rows]
   scores = synthetic_scores(truth, seed=sum(map(ord, name)))
   results.write(str(folder / 'results' / results.results_name(config.eval)), config=config,
@@ -332,3 +334,180 @@ def test_unknown_root_exits_nonzero_without_traceback(tmp_path):
   assert done.returncode != 0
   assert 'not a directory' in done.stderr and str(missing) in done.stderr
   assert 'Traceback' not in done.stderr
+
+
+# ---------------------------------------------------------------------------
+# Friction of a first report (issue 12), single runs, proxies
+
+
+def write_sweep_record(folder, *figures):
+  """sweep.json as launch.plan writes it: every sweep that names the run, last one on top."""
+  entries = [{'sweep': f'fig{f.split()[-1]}', 'sweep_file': f'configs/sweeps/fig{f[-1]}.py',
+              'figure': f} for f in figures]
+  (folder / 'sweep.json').write_text(json.dumps(dict(sweeps=entries, **entries[-1])))
+
+
+def test_runs_shared_by_two_figures_appear_in_both_sections(sweep, tmp_path):
+  """s-all and s-mask_none belong to Fig. 4 and Fig. 2; Fig. 2 was launched last."""
+  root, _, _ = sweep
+  runs = copy_runs(root, tmp_path / 'runs', ['s-all', 's-mask_none'])
+  for name in ('s-all', 's-mask_none'):
+    write_sweep_record(runs / name, 'Fig. 4', 'Fig. 2')
+  out = tmp_path / 'out'
+  assert report.main([f'--root={runs}', f'--out={out}']) == 0
+  text = (out / 'report.md').read_text()
+  fig2, fig4 = text.split('## Fig. 2', 1)[1].split('## Fig. 4', 1)
+  for section in (fig2, fig4):
+    assert '`s-all`' in section and '`s-mask_none`' in section
+  assert (out / 'figures' / 'fig4_accuracy_tau_Fig._4.png').is_file()
+  assert (out / 'figures' / 'fig4_accuracy_tau_Fig._2.png').is_file()
+  # summary_run.csv keeps one row per run, naming both sweeps.
+  rows = read_csv(out / 'summary_run.csv')
+  assert sorted(r['run'] for r in rows) == ['s-all', 's-mask_none']
+  assert {r['sweep'] for r in rows} == {'Fig. 4;Fig. 2'}
+
+
+def test_figure_names_match_loosely_and_an_unknown_one_lists_the_names(sweep, tmp_path,
+                                                                        capsys):
+  root, _, _ = sweep
+  runs = copy_runs(root, tmp_path / 'runs', ['s-all', 's-mask_none'])
+  write_sweep_record(runs / 's-all', 'Fig. 4', 'Fig. 2')
+  write_sweep_record(runs / 's-mask_none', 'Fig. 4')
+  found = report.collect(str(runs), sweep='fig 4')
+  assert [r.sweep for r in found.runs] == ['Fig. 4', 'Fig. 4']
+  assert report.main([f'--root={runs}', f'--out={tmp_path / "o"}', '--figure=Fig 9']) == 2
+  err = capsys.readouterr().err
+  assert err.strip() == (f"error: --figure='Fig 9' names no run under {runs}; sweeps there: "
+                         "'Fig. 2', 'Fig. 4'")
+
+
+def test_fig4_grid_has_a_column_per_subset_family_and_rows_per_size(sweep):
+  """The paper's Fig. 4: single op / Zero+X / Pool+X columns; small and medium rows."""
+  root, _, _ = sweep
+  fig4 = plan.load_sweep(os.path.join(os.path.dirname(__file__), '..', 'configs', 'sweeps',
+                                      'fig4.py'))
+  families = {}
+  for one in fig4.runs:
+    families.setdefault(report.family_title(report.mask_family(
+        one.overrides.get('space.masked_ops', ''))), set()).add(one.name)
+  assert sorted(families) == ['Pool+X masked', 'Zero+X masked', 'single op masked (or none)']
+  assert [len(v) for _, v in sorted(families.items())] == [6, 8, 12]
+  base = report.load_run(str(root / 's-all'), 'running-groups')
+  medium = report.load_run(str(root / 'm-mask_none'), 'running-groups')
+  zero_skip = {**base.config, 'space.masked_ops': 'none,skip_connect'}
+  runs = [base, dataclasses.replace(base, name='s-mask_none+skip_connect', config=zero_skip),
+          dataclasses.replace(base, name='s-mask_skip_connect+avg_pool_3x3',
+                              config={**base.config,
+                                      'space.masked_ops': 'avg_pool_3x3,skip_connect'}),
+          medium]
+  figure = report.subset_grid_figure(runs, 'Fig. 4')
+  axes = np.asarray(figure.axes[:12]).reshape(4, 3)
+  assert [ax.get_title() for ax in axes[0]] == [
+      'single op masked (or none)', 'Zero+X masked', 'Pool+X masked']
+  assert [ax.get_ylabel() for ax in axes[:, 0]] == [
+      'small: A_N (%)', 'small: Kendall tau', 'medium: A_N (%)', 'medium: Kendall tau']
+  assert [len(ax.get_lines()) > 0 for ax in axes[2]] == [True, False, False]  # medium
+  assert all(len(ax.get_lines()) > 0 for ax in axes[0])
+
+
+def test_scatter_leaves_out_groups_without_data(sweep):
+  root, _, _ = sweep
+  run = report.load_run(str(root / 's-all'), 'running-groups')
+  groups = {k: v for k, v in run.metrics['groups'].items() if k not in ('random', 'top250')}
+  partial = dataclasses.replace(run, metrics={**run.metrics, 'groups': groups})
+  figure = report.scatter_figure([partial], None, 'x')
+  assert [ax.get_title().split('\n')[0] for ax in figure.axes] == ['s-all: top50 (n=50)']
+  assert 'not evaluated' not in ' '.join(t.get_text() for ax in figure.axes for t in ax.texts)
+  lacking = {k: v for k, v in run.metrics['groups'].items() if k not in report.SCATTER_GROUPS}
+  assert report.scatter_figure(
+      [dataclasses.replace(run, metrics={**run.metrics, 'groups': lacking})], None, 'x') is None
+
+
+def test_one_seed_titles_say_so_and_ranks_are_integers(sweep):
+  root, _, _ = sweep
+  run = report.load_run(str(root / 's-all'), 'running-groups')
+  one = dataclasses.replace(run, seeds=('1',))
+  figure = report.lines_figure([one], (('spearman', 'SCC'),), 'T', with_tau_a=False)
+  assert figure.get_suptitle() == 'T: one seed (no std)'
+  assert '±' not in report.scatter_figure([one], None, 'T').get_suptitle()
+  assert report.lines_figure([run], (('spearman', 'SCC'),), 'T', False).get_suptitle() == (
+      'T: mean ± std over 3 seeds')
+  rank = run.metrics['top1']['per_seed']['1']['bench_rank']
+  assert report.run_row(one)['top1_bench_rank_mean'] == rank
+  row = report.kt_table([one])[2].split(' | ')
+  assert row[-2] == str(rank)
+  assert report._format_rank(86.0, None) == '86'
+  assert report._format_rank(86.4, 2.25) == '86.4 ± 2.2'
+
+
+def test_single_run_folder_prints_its_summary(sweep, tmp_path, capsys):
+  root, _, _ = sweep
+  runs = copy_runs(root, tmp_path / 'runs', ['s-all'])
+  folder = runs / 's-all'
+  for flag in (f'--run={folder}', f'--root={folder}'):
+    assert report.main([flag]) == 0
+    printed = capsys.readouterr().out
+    summary = load_metrics(runs, 's-all')
+    assert printed.startswith(results.format_summary(
+        summary, str(folder / 'results' / 'running-groups')))
+    assert (folder / 'report' / 'report.md').is_file()
+    shutil.rmtree(folder / 'report')
+
+
+def test_best_prints_the_top_archs_by_mean_score(sweep, capsys):
+  root, _, written = sweep
+  assert report.main([f'--run={root / "s-all"}', '--best=4']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].startswith('s-all (running-groups): best 4 archs by super-net accuracy')
+  data = written['s-all']
+  mean = data['scores'].mean(0)
+  order = np.lexsort((data['indices'], -mean))[:4]
+  for line, position in zip(lines[2:], order):
+    fields = line.split()
+    assert int(fields[1]) == data['indices'][position]
+    rank = 1 + np.count_nonzero(data['truth'] > data['truth'][position])
+    assert fields[2] == (str(rank) if rank <= 500 else '>500')
+    assert fields[3] == f"{data['truth'][position]:.2f}"
+    assert fields[4] == f'{mean[position]:.2f}' and fields[5] == '+-'
+    assert fields[-1].startswith('|') and fields[-1].count('~') == 6
+  assert report.main([f'--root={root}', '--best=4']) == 2
+  assert '--best needs one run folder' in capsys.readouterr().err
+
+
+def test_proxies_are_reported_beside_the_supernet_runs(sweep, tmp_path):
+  """results/proxy-<name>/ of a run folder: own rows, own table, one figure with the runs."""
+  root, table, written = sweep
+  runs = copy_runs(root, tmp_path / 'runs', ['s-all', 's-mask_none'])
+  config = run_config(32, 2, 'none', table)
+  config.seeds = (0,)
+  bench = bench_lib.restrict(bench_lib.load_bench(table), config_lib.allowed_ops(config))
+  rows, groups, _ = run_lib.scored_rows(config, bench)
+  truth = bench.metric('cifar10_test')[rows]
+  scores = (1e-3 * truth + np.random.default_rng(5).normal(0, 1e-3, len(truth)))[None]
+  results.write(str(runs / 's-mask_none' / 'results' / 'proxy-synflow'), config=config,
+                bench=bench, seeds=(0,), indices=bench.indices[rows],
+                arch_strings=bench.arch_strings[rows], scores=scores, truth=truth,
+                groups=groups, evaluated_archs_per_second=1.0, score_column='proxy_score',
+                score_name='synflow')
+  found = report.collect(str(runs))
+  assert [r.eval_name for r in found.runs] == ['running-groups', 'running-groups']
+  (proxy,) = found.proxies
+  assert proxy.is_proxy and proxy.seeds == ('0',) and proxy.label == 's-mask_none: proxy synflow'
+  # Sorted by NB201 index, and read back exactly (proxy scores are written with repr).
+  assert list(proxy.predictions.scores[0]) == list(scores[0][np.argsort(bench.indices[rows])])
+  out = tmp_path / 'out'
+  assert report.main([f'--root={runs}', f'--out={out}']) == 0
+  text = (out / 'report.md').read_text()
+  section = text.split('## Zero-cost proxies and super-networks', 1)[1]
+  assert '`s-mask_none: proxy synflow`' in section
+  assert (out / 'figures' / 'proxies_kt_scc_masked_none.png').is_file()
+  figure = report.proxy_figure([found.runs[1]], [proxy], 'x')
+  labels = [t.get_text() for t in figure.legends[0].get_texts()]
+  assert labels[:2] == ['s-mask_none', 's-mask_none: proxy synflow']
+  # A proxy's folder is known by metrics.json's score record, whatever its name.
+  os.rename(runs / 's-mask_none' / 'results' / 'proxy-synflow',
+            runs / 's-mask_none' / 'results' / 'synflow-all')
+  assert [p.eval_name for p in report.collect(str(runs)).proxies] == ['synflow-all']
+  rows_out = {(r['run'], r['score_kind']) for r in read_csv(out / 'summary_run.csv')}
+  assert rows_out == {('s-all', 'supernet'), ('s-mask_none', 'supernet'),
+                      ('s-mask_none', 'proxy')}

@@ -145,6 +145,7 @@ def test_precision_at_k_and_top1_per_seed(summary):
     assert entry['std'] == pytest.approx(np.std(values, ddof=1))
   for i, seed in enumerate(SEEDS):
     want = metrics.top1_regret(scores[i, everything], truth[everything])
+    want['score'] = scores[i, everything][want.pop('index')]
     assert out['top1']['per_seed'][str(seed)] == pytest.approx(want)
   for field in ('bench_rank', 'bench_accuracy', 'regret'):
     values = [out['top1']['per_seed'][str(s)][field] for s in SEEDS]
@@ -191,7 +192,7 @@ def _bench(num_archs):
       metrics={'cifar10_test': np.round(rng.uniform(80, 95, num_archs), 2)})
 
 
-def _write(folder, seeds=SEEDS):
+def _write(folder, seeds=SEEDS, **kwargs):
   scores, truth = _synthetic(seeds=seeds)
   bench = _bench(NUM_ARCHS)
   truth = bench.metric('cifar10_test')
@@ -204,7 +205,7 @@ def _write(folder, seeds=SEEDS):
   out = results.write(str(folder), config=config, bench=bench, seeds=seeds,
                       indices=bench.indices, arch_strings=bench.arch_strings,
                       scores=scores, truth=truth, groups=groups,
-                      evaluated_archs_per_second=12.5)
+                      evaluated_archs_per_second=12.5, **kwargs)
   return dict(scores=scores, truth=truth, groups=groups, config=config, bench=bench,
               summary=out)
 
@@ -331,3 +332,194 @@ def test_results_name(fields, name):
   for key, value in fields.items():
     config.eval[key] = value
   assert results.results_name(config.eval) == name
+
+
+# ------------------------------------------------------- top-1 arch, identity, score
+
+
+def test_top1_names_the_arch_and_counts_unscored_better_archs():
+  """The top-1 entry carries the NB201 index and arch string of the arch the scores put
+  first; its bench rank counts every better arch of the subset, scored or not."""
+  scores, truth = _synthetic(num_archs=60)
+  groups = _groups(truth, (10, 25), random_size=20)
+  indices = np.arange(60) * 7 + 3
+  arch_strings = np.asarray([f'arch{i}' for i in range(60)])
+  unscored_better = np.full(5, truth.max() + 1.0)  # 5 archs of the subset, not scored
+  out = results.summarize(SEEDS, scores, truth, groups, (10, 25), indices=indices,
+                          arch_strings=arch_strings,
+                          subset_truth=np.concatenate([truth, unscored_better]))
+  for i, seed in enumerate(SEEDS):
+    first = int(np.argmax(scores[i]))
+    entry = out['top1']['per_seed'][str(seed)]
+    assert entry['nb201_index'] == indices[first] and entry['arch'] == f'arch{first}'
+    assert entry['bench_rank'] == 1 + 5 + np.count_nonzero(truth > truth[first])
+    assert entry['regret'] == pytest.approx(truth.max() + 1.0 - truth[first])
+  first = int(np.argmax(scores.mean(0)))
+  assert out['top1']['of_mean_score']['nb201_index'] == indices[first]
+  assert out['top1']['of_mean_score']['score'] == pytest.approx(scores.mean(0)[first])
+
+
+def test_write_records_top1_arch_step_score_and_evaluation(tmp_path):
+  w = _write(tmp_path / 'r', step=480)
+  saved = json.loads((tmp_path / 'r' / results.METRICS_FILE).read_text())
+  bench, scores = w['bench'], w['scores']
+  for i, seed in enumerate(SEEDS):
+    entry = saved['top1']['per_seed'][str(seed)]
+    first = int(np.argmax(scores[i]))
+    assert entry['nb201_index'] == int(bench.indices[first])
+    assert entry['arch'] == bench.arch_strings[first]
+  assert saved['scored_step'] == 480
+  assert saved['score'] == {'column': 'supernet_acc', 'kind': 'supernet', 'name': 'supernet'}
+  assert saved['evaluation'] == results.evaluation_identity(w['config'], bench.sha256, TOP_NS)
+  assert saved['evaluation']['eval.top_ns'] == list(TOP_NS)
+  assert saved['evaluation']['bench.metric'] == 'cifar10_test'
+
+
+def test_proxy_scores_get_their_own_column_and_record(tmp_path):
+  scale = 10.0 ** np.arange(-3, 3)  # proxies span orders of magnitude: kept exactly
+  w = _write(tmp_path / 'p', score_column='proxy_score', score_name='synflow')
+  with open(tmp_path / 'p' / results.PREDICTIONS_FILE, newline='') as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == ['seed', 'nb201_index', 'arch', 'proxy_score', 'bench_acc']
+  assert [float(r[3]) for r in rows[1:NUM_ARCHS + 1]] == list(w['scores'][0])
+  saved = json.loads((tmp_path / 'p' / results.METRICS_FILE).read_text())
+  assert saved['score'] == {'column': 'proxy_score', 'kind': 'proxy', 'name': 'synflow'}
+  assert saved['scored_step'] is None
+  assert results.predictions_csv((0,), [1], ['a'], scale[None, 3:4] * 1.234567891,
+                                 [90.0], 'proxy_score').splitlines()[1] == (
+                                     '0,1,a,1.234567891,90.000000')
+  with pytest.raises(ValueError, match='score_name'):
+    _write(tmp_path / 'q', score_column='proxy_score')
+  with pytest.raises(ValueError, match="'acc'.*supernet_acc, proxy_score"):
+    _write(tmp_path / 'q', score_column='acc')
+
+
+def _config(**fields):
+  config = config_lib.base_config()
+  config.bench.path = '/somewhere/table.csv'
+  for key, value in fields.items():
+    config_lib.set_flat(config, key, value)
+  return config
+
+
+def test_evaluation_identity_holds_what_changes_the_numbers():
+  running = results.evaluation_identity(_config(), 'ab' * 32, (10, 25))
+  assert running == {
+      'bench.path': os.path.realpath('/somewhere/table.csv'), 'bench.sha256': 'ab' * 32,
+      'bench.metric': 'cifar10_test', 'eval.top_ns': [10, 25], 'eval.random_size': 1000,
+      'eval.random_seed': 0, 'eval.scope': 'groups', 'eval.bn_mode': 'running',
+      'space.masked_ops': []}
+  # Speed and naming only: the same identity.
+  assert results.evaluation_identity(
+      _config(**{'eval.groups_per_call': 3, 'eval.name': 'x', 'eval.batch_size': 7,
+                 'eval.recalibrate_batches': 2}), 'ab' * 32, (10, 25)) == running
+  recal = results.evaluation_identity(
+      _config(**{'eval.bn_mode': 'recalibrate', 'eval.recalibrate_batches': 3}), 'x', ())
+  assert recal['eval.recalibrate_batches'] == 3 and 'eval.batch_size' not in recal
+  batch = results.evaluation_identity(
+      _config(**{'eval.bn_mode': 'batch', 'eval.batch_size': 250}), 'x', ())
+  assert batch['eval.batch_size'] == 250 and 'eval.recalibrate_batches' not in batch
+  masked = results.evaluation_identity(
+      _config(**{'space.masked_ops': 'avg_pool_3x3,none'}), 'x', ())
+  assert masked['space.masked_ops'] == ['none', 'avg_pool_3x3']
+
+
+def test_identity_differences_name_each_changed_setting(tmp_path):
+  w = _write(tmp_path / 'r')
+  folder, config, sha = str(tmp_path / 'r'), w['config'], w['bench'].sha256
+  assert results.identity_differences(folder, config, sha, TOP_NS) == []
+  assert results.identity_differences(str(tmp_path / 'none'), config, sha, TOP_NS) == []
+  other = config.copy_and_resolve_references()
+  other.bench.metric = 'cifar100_test'
+  other.eval.random_seed = 4
+  assert results.identity_differences(folder, other, sha, TOP_NS) == [
+      'bench.metric: cifar10_test (stored) -> cifar100_test (now)',
+      'eval.random_seed: 0 (stored) -> 4 (now)']
+  assert results.identity_differences(folder, config, sha, (10, 25)) == [
+      'eval.top_ns: 10,25,50 (stored) -> 10,25 (now)']
+  other = config.copy_and_resolve_references()
+  other.eval.bn_mode = 'recalibrate'
+  assert results.identity_differences(folder, other, sha, TOP_NS) == [
+      'eval.bn_mode: running (stored) -> recalibrate (now)',
+      'eval.recalibrate_batches: not used (stored) -> 10 (now)']
+  # The same table moved elsewhere is the same evaluation; another table is not.
+  other = config.copy_and_resolve_references()
+  other.bench.path = '/elsewhere/table.csv'
+  assert results.identity_differences(folder, other, sha, TOP_NS) == []
+  assert results.identity_differences(folder, other, 'cd' * 32, TOP_NS) == [
+      f'bench.path: {os.path.realpath("/somewhere/table.csv")} (stored) -> '
+      f'{os.path.realpath("/elsewhere/table.csv")} (now)',
+      'bench.sha256: abababababab (stored) -> cdcdcdcdcdcd (now)']
+
+
+def test_identity_differences_of_a_metrics_json_without_evaluation_record(tmp_path):
+  """Results written before the record existed: identity from their config and bench."""
+  w = _write(tmp_path / 'r')
+  path = tmp_path / 'r' / results.METRICS_FILE
+  saved = json.loads(path.read_text())
+  del saved['evaluation']
+  path.write_text(json.dumps(saved))
+  folder, config, sha = str(tmp_path / 'r'), w['config'], w['bench'].sha256
+  assert results.identity_differences(folder, config, sha, TOP_NS) == []
+  other = config.copy_and_resolve_references()
+  other.eval.scope = 'all'
+  assert results.identity_differences(folder, other, sha, TOP_NS) == [
+      'eval.scope: groups (stored) -> all (now)']
+  path.write_text('{"truncated')
+  (item,) = results.identity_differences(folder, config, sha, TOP_NS)
+  assert item.startswith(f'{path}: unreadable')
+
+
+# ---------------------------------------------------------------- format_summary
+
+
+def test_format_summary_of_several_seeds(tmp_path):
+  folder = tmp_path / 'run' / 'results' / 'running-groups'
+  _write(folder, step=77)
+  summary = json.loads((folder / results.METRICS_FILE).read_text())
+  text = results.format_summary(summary, str(folder))
+  lines = text.splitlines()
+  assert max(len(line) for line in lines[:lines.index('files:')]) <= 100  # paths may not
+  assert 'checkpoint step 77' in lines[0] and '3 seeds' in lines[0]
+  header = lines[1].split()
+  assert header[:4] == ['group', 'n', 'Kendall', 'tau']
+  top25 = next(line for line in lines if line.startswith('top25 '))
+  entry = summary['groups']['top25']
+  assert top25.split()[1] == '25'
+  assert (f"{entry['kendall_tau']['mean']:+.3f} +- {entry['kendall_tau']['std']:.3f}"
+          in top25)
+  assert (f"{entry['mean_supernet_acc']['mean']:.2f} +- "
+          f"{entry['mean_supernet_acc']['std']:.2f}") in top25
+  assert [line.split()[0] for line in lines[2:7]] == ['top10', 'top25', 'top50', 'random',
+                                                      'all']
+  assert f"tau_a {summary['tau_a']['value']:+.3f}" in text
+  best = summary['top1']['of_mean_score']
+  assert f"NB201 index {best['nb201_index']}, bench rank {best['bench_rank']} of " in text
+  assert f"  {best['arch']}" in lines and f"regret {best['regret']:.2f} points" in text
+  for path in (folder / results.PREDICTIONS_FILE, folder / results.METRICS_FILE,
+               tmp_path / 'run' / 'tb'):
+    assert str(path) in text
+
+
+def test_format_summary_of_one_seed_and_of_a_proxy(tmp_path):
+  """One seed: single values without '+-'; a proxy: its name and mean score, NaN read back."""
+  scores, truth = _synthetic(seeds=(0,))
+  scores[:, :] = 1.5e-7  # a constant proxy: every correlation is NaN (null in JSON)
+  bench = _bench(NUM_ARCHS)
+  config = config_lib.base_config()
+  config.seeds = (0,)
+  config.eval.top_ns = TOP_NS
+  config.eval.random_size = RANDOM_SIZE
+  folder = tmp_path / 'results' / 'proxy-snip'
+  results.write(str(folder), config=config, bench=bench, seeds=(0,), indices=bench.indices,
+                arch_strings=bench.arch_strings, scores=scores,
+                truth=bench.metric('cifar10_test'), groups=_groups(bench.metric('cifar10_test')),
+                evaluated_archs_per_second=1.0, score_column='proxy_score', score_name='snip')
+  summary = json.loads((folder / results.METRICS_FILE).read_text())
+  text = results.format_summary(summary, str(folder))
+  assert '+-' not in text
+  assert text.startswith('proxy snip ranking against cifar10_test, 1 seed (0)')
+  assert 'mean proxy score' in text and 'mean proxy score of the top-N' in text
+  top10 = next(line for line in text.splitlines() if line.startswith('top10 '))
+  assert top10.split() == ['top10', '10', 'nan', 'nan', '1.5e-07']
+  assert 'checkpoint step' not in text
