@@ -1,4 +1,4 @@
-"""On-device CIFAR-10 augmentation: random crop and flip, AutoAugment, normalisation.
+"""On-device CIFAR augmentation: random crop and flip, AutoAugment, normalisation.
 
 Everything is pure jax.numpy on uint8 images [B, H, W, 3] (CIFAR-10: H = W = 32),
 driven by explicit PRNG keys, with static shapes, so it runs inside a jitted training
@@ -45,16 +45,19 @@ def random_crop_flip(key, images, pad=4):
   return crop_flip(padded, offsets, flips, height, width)
 
 
-def normalize(images, dtype=jnp.float32):
-  """uint8 images -> (x / 255 - mean) / std per channel, in `dtype`."""
-  mean = jnp.asarray(CIFAR10_MEAN, jnp.float32)
-  std = jnp.asarray(CIFAR10_STD, jnp.float32)
+def normalize(images, dtype=jnp.float32, stats=(CIFAR10_MEAN, CIFAR10_STD)):
+  """uint8 images -> (x / 255 - mean) / std per channel, in `dtype`.
+
+  stats: the data set's (mean, std) per channel (data.channel_stats); CIFAR-10's default.
+  """
+  mean = jnp.asarray(stats[0], jnp.float32)
+  std = jnp.asarray(stats[1], jnp.float32)
   return ((images.astype(jnp.float32) / 255.0 - mean) / std).astype(dtype)
 
 
-def eval_images(images, dtype=jnp.float32):
+def eval_images(images, dtype=jnp.float32, stats=(CIFAR10_MEAN, CIFAR10_STD)):
   """Evaluation input: normalisation only, no augmentation."""
-  return normalize(images, dtype)
+  return normalize(images, dtype, stats)
 
 
 # ---------------------------------------------------------------- pixel helpers
@@ -399,7 +402,8 @@ def autoaugment_cifar10(key, images):
 # ---------------------------------------------------------------- training input
 
 
-def augment_batch(key, images, policy='standard', dtype=jnp.float32):
+def augment_batch(key, images, policy='standard', dtype=jnp.float32,
+                  stats=(CIFAR10_MEAN, CIFAR10_STD)):
   """Training input from uint8 images: crop/flip (+ AutoAugment), then normalise.
 
   'standard': random crop with 4-pixel zero padding and horizontal flip.
@@ -412,4 +416,4 @@ def augment_batch(key, images, policy='standard', dtype=jnp.float32):
   images = random_crop_flip(crop_key, images)
   if policy == 'autoaugment':
     images = autoaugment_cifar10(policy_key, images)
-  return normalize(images, dtype)
+  return normalize(images, dtype, stats)

@@ -1,14 +1,22 @@
 """One run, start to end: train the super-network, then rank the bench's archs with it.
 
 Training (train.py) and scoring (scoring.py) do not know each other; this module
-uses both: it checks the inputs that would otherwise fail late (bench file and
-metric), trains every seed (resuming from checkpoints), restores a finished run's
-final weights, scores the archs the evaluation asks for and writes the results
-(results.py). `python -m spos_jax.main` runs `train_and_evaluate`;
-`python -m spos_jax.evaluate` re-scores a finished run through `rescore`.
+uses both. In order, `train_and_evaluate`:
+  1. checks what would otherwise fail late: the config, the bench file and metric,
+     and results on disk that another evaluation wrote (refused, naming the
+     difference: config.json never claims what the results do not hold);
+  2. decides from the files whether anything is left to do: a finished run with
+     its results only prints them, without loading data or compiling;
+  3. takes the workdir's lock (one process per run folder), trains every seed
+     (resuming from checkpoints), scores the archs the evaluation asks for with
+     the exact step TRAINED names and writes the results (results.py);
+  4. prints the summary table and where the files are.
+`python -m spos_jax.main` runs `train_and_evaluate`; `python -m spos_jax.evaluate`
+re-scores a finished run through `rescore`.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -23,15 +31,25 @@ from spos_jax import scoring
 from spos_jax import train as train_lib
 from spos_jax import workdir as workdir_lib
 
+# Bytes per predictions.csv row (seed, index, arch string, two accuracies) and the
+# rest of a results folder: what must be free before scoring starts.
+_PREDICTION_ROW_BYTES = 128
+_RESULTS_OVERHEAD_BYTES = 1 << 20
+
 
 class EvaluationError(RuntimeError):
   """No finished checkpoint to score, or results that would be overwritten."""
 
 
-def load_ranking_bench(config):
+def ranking_bench_path(config) -> str | None:
+  """The bench file a run ranks against (None: ranking off); a bad path fails here."""
+  return bench_lib.check_path(config.bench.path)
+
+
+def load_ranking_bench(config) -> bench_lib.Bench:
   """The bench restricted to the allowed ops; fails fast on a bad file or metric."""
-  bench = bench_lib.load_bench(config.bench.path)
-  bench.metric(config.bench.metric)
+  bench = bench_lib.load_bench(ranking_bench_path(config))
+  bench.metric(config_lib.bench_metric(config))
   return bench_lib.restrict(bench, config_lib.allowed_ops(config))
 
 
@@ -41,7 +59,7 @@ def scored_rows(config, bench) -> tuple[np.ndarray, dict[str, np.ndarray], tuple
   Top-N groups larger than the subset are dropped; 'all' is every scored arch.
   """
   top_ns = tuple(n for n in config.eval.top_ns if n <= len(bench))
-  groups = bench_lib.arch_groups(bench, config.bench.metric, top_ns,
+  groups = bench_lib.arch_groups(bench, config_lib.bench_metric(config), top_ns,
                                  config.eval.random_size, config.eval.random_seed)
   if config.eval.scope == 'all':
     rows = np.arange(len(bench))
@@ -60,51 +78,100 @@ def results_complete(config, workdir: str) -> bool:
   return os.path.exists(os.path.join(results_folder(config, workdir), results.METRICS_FILE))
 
 
+def evaluation_differences(config, workdir: str, bench: bench_lib.Bench) -> list[str]:
+  """How the results on disk differ from the evaluation config asks for ([] if equal)."""
+  top_ns = tuple(n for n in config.eval.top_ns if n <= len(bench))
+  return results.identity_differences(results_folder(config, workdir), config, bench.sha256,
+                                      top_ns)
+
+
+def refuse_other_evaluation(config, workdir: str, bench: bench_lib.Bench) -> None:
+  """EvaluationError when results/<name> holds an evaluation of other settings."""
+  differences = evaluation_differences(config, workdir, bench)
+  if differences:
+    raise EvaluationError(
+        f'{results_folder(config, workdir)} holds an evaluation with other settings '
+        f'({"; ".join(differences)}); to score with the new ones, re-score into another '
+        f'folder: python -m spos_jax.evaluate --workdir={workdir} --config.eval.name=NEW '
+        f'(with the same --config.eval.* / bench.* flags), or pass --overwrite there')
+
+
 def refuse_existing_results(config, workdir: str, overwrite: bool) -> None:
   if results_complete(config, workdir) and not overwrite:
     raise EvaluationError(f'{results_folder(config, workdir)} holds results already; pass '
                           f'--overwrite or set --config.eval.name=OTHER to keep both')
 
 
-def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = False) -> dict:
+def _check_space_for_results(config, workdir: str, num_rows: int) -> None:
+  """Refuse to start scoring when its results could not be written (a full disk)."""
+  need = len(config.seeds) * num_rows * _PREDICTION_ROW_BYTES + _RESULTS_OVERHEAD_BYTES
+  workdir_lib.check_free_space(workdir, need, f'the results of {num_rows} archs x '
+                                              f'{len(config.seeds)} seeds')
+
+
+def _scoring_progress(seed, seed_index: int, num_seeds: int, start: float):
+  """A scoring.score_archs report callback: a log line with the share done and an ETA."""
+  def report(done: int, total: int) -> None:
+    fraction = (seed_index + done / total) / num_seeds
+    elapsed = time.time() - start
+    eta = elapsed * (1 - fraction) / max(fraction, 1e-9)
+    logging.info('scoring seed %s: %d/%d fair groups, %.0f%% of all seeds, ETA %s', seed,
+                 done, total, 100 * fraction, train_lib.format_eta(eta))
+  return report
+
+
+def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = False,
+                 bench: bench_lib.Bench | None = None) -> dict:
   """Score the bench's archs with every seed's weights; write the results folder."""
   name = results.results_name(config.eval)
   folder = results_folder(config, workdir)
   refuse_existing_results(config, workdir, overwrite)
-  bench = load_ranking_bench(config)
+  if bench is None:
+    bench = load_ranking_bench(config)
   rows, groups, top_ns = scored_rows(config, bench)
+  _check_space_for_results(config, workdir, len(rows))
   if data is None:
     data = train_lib.load_device_data(config)
   model = train_lib.create_model(config)
-  recal = scoring.recalibration_images(config, data) if config.eval.bn_mode == 'recalibrate' else None
+  recal = (scoring.recalibration_images(config, data)
+           if config.eval.bn_mode == 'recalibrate' else None)
   seeds = tuple(config.seeds)
+  step = int(np.asarray(states.step)[0])
   scores = np.zeros((len(seeds), len(rows)))
+  logging.info('scoring %d archs x %d seeds of step %d (%s)', len(rows), len(seeds), step,
+               name)
   start = time.time()
   for i, seed in enumerate(seeds):
     params, batch_stats = scoring.seed_variables(states, i)
-    scores[i] = scoring.score_archs(config, model, params, batch_stats, bench.archs[rows], data, recal)
+    scores[i] = scoring.score_archs(
+        config, model, params, batch_stats, bench.archs[rows], data, recal,
+        report=_scoring_progress(seed, i, len(seeds), start))
     logging.info('seed %d: scored %d archs', seed, len(rows))
   rate = len(seeds) * len(rows) / (time.time() - start)
   eval_config = config.copy_and_resolve_references()
   with eval_config.unlocked():
     eval_config.eval.top_ns = top_ns
-  summary = results.write(
-      folder, config=eval_config, bench=bench, seeds=seeds, indices=bench.indices[rows],
-      arch_strings=bench.arch_strings[rows], scores=scores,
-      truth=bench.metric(config.bench.metric)[rows], groups=groups,
-      evaluated_archs_per_second=rate)
+  try:
+    summary = results.write(
+        folder, config=eval_config, bench=bench, seeds=seeds, indices=bench.indices[rows],
+        arch_strings=bench.arch_strings[rows], scores=scores,
+        truth=bench.metric(config_lib.bench_metric(config))[rows], groups=groups,
+        evaluated_archs_per_second=rate, step=step)
+  except workdir_lib.DiskFullError as e:  # the writer does not know the run folder
+    workdir_lib.record_failure(workdir, e)
+    raise
   writer = workdir_lib.summary_writer(workdir)
-  results.write_tensorboard(writer, name, summary, int(np.asarray(states.step)[0]))
+  results.write_tensorboard(writer, name, summary, step)
   writer.close()
-  logging.info('%s: %d archs x %d seeds at %.1f archs/s; tau_a %.3f, all-archs KT %.3f',
-               folder, len(rows), len(seeds), rate, summary['tau_a']['value'],
-               summary['groups']['all']['kendall_tau']['mean'])
+  logging.info('%s: %d archs x %d seeds at %.1f archs/s', folder, len(rows), len(seeds), rate)
+  print(results.format_summary(summary, folder), flush=True)
   return summary
 
 
 def restore_trained_states(config, workdir: str):
-  """The final train states of a finished run in workdir."""
-  if not workdir_lib.is_trained(workdir):
+  """The train states of exactly the step TRAINED names, and the data; refuses otherwise."""
+  step = workdir_lib.trained_step(workdir)
+  if step is None:
     raise EvaluationError(f'{workdir} holds no finished training run (no '
                           f'{workdir_lib.TRAINED_MARKER} marker); run spos_jax.main first')
   data = train_lib.load_device_data(config)
@@ -112,38 +179,67 @@ def restore_trained_states(config, workdir: str):
   tx = train_lib.create_optimizer(config, data.num_train)
   template = train_lib.init_states(model, tx, tuple(config.seeds))
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
-  step = ckpt.latest_step()
-  if step is None:
-    raise EvaluationError(f'{ckpt.directory} holds no checkpoint')
   try:  # only the final weights are scored: an older checkpoint would be another run
     states = ckpt.restore(step, template)
-  except Exception as e:  # pylint: disable=broad-except  # orbax raises many kinds
+  except checkpoint.CheckpointError as e:
     raise checkpoint.CheckpointError(
-        f'the final checkpoint {os.path.join(ckpt.directory, str(step))} is unreadable '
-        f'({type(e).__name__}); rerun spos_jax.main on this workdir to retrain its last '
-        f'steps, then evaluate again') from None
+        f'{e}: it is the final checkpoint, which {workdir_lib.TRAINED_MARKER} names; rerun '
+        f'spos_jax.main on this workdir to retrain its last steps, then evaluate again'
+    ) from None
   finally:
     ckpt.close()
   return states, data
 
 
-def train_and_evaluate(config, workdir: str) -> None:
-  """The main job: train all seeds, then rank the bench's archs with each."""
+def _print_stored_summary(config, workdir: str) -> None:
+  folder = results_folder(config, workdir)
+  with open(os.path.join(folder, results.METRICS_FILE)) as f:
+    print(results.format_summary(json.load(f), folder), flush=True)
+
+
+def _finished(config, workdir: str) -> bool:
+  """Training finished (TRAINED) and the results of this evaluation are on disk."""
+  return workdir_lib.trained_step(workdir) is not None and results_complete(config, workdir)
+
+
+def train_and_evaluate(config, workdir: str) -> dict | None:
+  """The main job: train all seeds, then rank the bench's archs with each.
+
+  Returns the results' metrics (None when ranking is off).
+  """
+  saved = workdir_lib.load_config_record(workdir)
+  if saved is not None:  # an 'auto' data source reads what the run read before
+    config = config_lib.adopt_recorded(config, saved)
   config_lib.validate(config)
-  if config.bench.path:
-    load_ranking_bench(config)  # a bad bench file fails now, not after training
-  data = train_lib.load_device_data(config)
-  states = train_lib.train(config, workdir, data)
-  if not config.bench.path:
-    logging.info('bench.path is empty: training only, no ranking')
-  elif results_complete(config, workdir):
-    logging.info('results of this run exist already; nothing to evaluate')
-  else:
-    evaluate_run(config, workdir, states, data)
+  ranking = ranking_bench_path(config) is not None
+  bench = load_ranking_bench(config) if ranking else None  # a bad table fails now
+  workdir_lib.check_same_run(workdir, config)  # before anything is written
+  if ranking:
+    refuse_other_evaluation(config, workdir, bench)
+    if _finished(config, workdir):
+      logging.info('%s is finished and holds these results; nothing to do',
+                   results_folder(config, workdir))
+      _print_stored_summary(config, workdir)
+      return None
+  with workdir_lib.lock(workdir):
+    data = train_lib.load_device_data(config)
+    states = train_lib.train(config, workdir, data)
+    if not ranking:
+      logging.info('bench.path=%r: training only, no ranking', config.bench.path)
+      return None
+    if results_complete(config, workdir):  # scored before, trained again after a bad checkpoint
+      logging.info('results of this run exist already; nothing to evaluate')
+      _print_stored_summary(config, workdir)
+      return None
+    return evaluate_run(config, workdir, states, data, bench=bench)
 
 
 def rescore(workdir: str, overrides: dict, *, overwrite: bool = False) -> dict:
-  """Score a finished run again with other eval.* / bench.* values (the evaluate CLI)."""
+  """Score a finished run again with other eval.* / bench.* values (the evaluate CLI).
+
+  Everything that can be refused is checked before the slow restore: the overrides,
+  the bench file and metric, existing results and the free disk space.
+  """
   saved = workdir_lib.load_config_record(workdir)
   if saved is None:
     raise EvaluationError(f'{workdir} holds no {workdir_lib.CONFIG_FILE}: not a run folder')
@@ -155,8 +251,12 @@ def rescore(workdir: str, overrides: dict, *, overwrite: bool = False) -> dict:
           f'may change')
     config_lib.set_flat(config, key, value)
   config_lib.validate(config)
-  if not config.bench.path:
-    raise config_lib.ConfigError('bench.path is empty: pass --config.bench.path=TABLE.csv')
-  refuse_existing_results(config, workdir, overwrite)  # before the slow restore
-  states, data = restore_trained_states(config, workdir)
-  return evaluate_run(config, workdir, states, data, overwrite=overwrite)
+  if ranking_bench_path(config) is None:
+    raise config_lib.ConfigError(f'bench.path={config.bench.path!r} turns ranking off: pass '
+                                 f"--config.bench.path='builtin' or a table file")
+  bench = load_ranking_bench(config)
+  refuse_existing_results(config, workdir, overwrite)
+  _check_space_for_results(config, workdir, len(scored_rows(config, bench)[0]))
+  with workdir_lib.lock(workdir):
+    states, data = restore_trained_states(config, workdir)
+    return evaluate_run(config, workdir, states, data, overwrite=overwrite, bench=bench)

@@ -35,13 +35,13 @@ _RECALIBRATE_STREAM = 7
 
 
 def recalibration_images(config, data: data_lib.DeviceData) -> jax.Array:
-  """[R, B, 32, 32, 3] training batches with the run's augmentation, fixed by eval.random_seed."""
+  """[R, B, H, W, 3] training batches with the run's augmentation, fixed by eval.random_seed."""
   key = jax.random.fold_in(jax.random.PRNGKey(config.eval.random_seed), _RECALIBRATE_STREAM)
   batches = []
   for r in range(config.eval.recalibrate_batches):
     idx = data_lib.micro_batch_indices(key, r, data.num_train, config.train.batch_size)
     batches.append(augment.augment_batch(jax.random.fold_in(key, r), data.train_images[idx],
-                                         config.train.augment))
+                                         config.train.augment, stats=_stats(config)))
   return jnp.stack(batches)
 
 
@@ -107,11 +107,17 @@ def make_group_recalibrator(model):
       'lower eval.groups_per_call or train.batch_size')
 
 
-def _eval_batches(images, labels, batch_size):
-  n = images.shape[0]
-  for start in range(0, n, batch_size):
-    yield (augment.eval_images(images[start:start + batch_size]),
-           labels[start:start + batch_size])
+def _stats(config):
+  """The data set's normalisation (mean, std), as training used."""
+  return data_lib.channel_stats(config.data.dataset)
+
+
+def _eval_batches(config, data: data_lib.DeviceData):
+  """The validation images, normalised, in batches of eval.batch_size, with labels."""
+  size = config.eval.batch_size
+  for start in range(0, data.num_val, size):
+    yield (augment.eval_images(data.val_images[start:start + size], stats=_stats(config)),
+           data.val_labels[start:start + size])
 
 
 def score_archs(config, model, params, batch_stats, archs: np.ndarray,
@@ -130,7 +136,7 @@ def score_archs(config, model, params, batch_stats, archs: np.ndarray,
   scorer = make_group_scorer(model, bn_mode)
   recalibrate = make_group_recalibrator(model) if bn_mode == 'recalibrate' else None
   chunk = config.eval.groups_per_call
-  batches = list(_eval_batches(data.val_images, data.val_labels, config.eval.batch_size))
+  batches = list(_eval_batches(config, data))
   counts_per_chunk = []  # on the device until the end: no sync between chunks
   last_report = time.monotonic()
   for start in range(0, len(paths), chunk):
@@ -182,7 +188,7 @@ def score_archs_one_by_one(config, model, params, batch_stats, archs, data,
                            recal_images=None) -> np.ndarray:
   """Reference: each arch alone through the single-path forward (same BN modes)."""
   recalibrated, correct = _single_path_functions(model, config.eval.bn_mode)
-  batches = list(_eval_batches(data.val_images, data.val_labels, config.eval.batch_size))
+  batches = list(_eval_batches(config, data))
   out = []
   for arch in np.asarray(archs, np.int32):
     path = jnp.asarray(arch)

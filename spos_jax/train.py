@@ -55,7 +55,7 @@ def create_model(config, **overrides) -> model_lib.SuperNet:
       channels=m.channels, cells_per_stage=m.cells_per_stage,
       allowed_ops=config_lib.allowed_ops(config), lt_skip=m.lt_skip, lt_pool=m.lt_pool,
       pool_exclude_padding=m.pool_exclude_padding, node_reduction=m.node_reduction,
-      scan_cells=m.scan_cells,
+      scan_cells=m.scan_cells, num_classes=data_lib.num_classes(config.data.dataset),
       dtype=jnp.bfloat16 if config.train.precision == 'bf16' else jnp.float32)
   kwargs.update(overrides)
   return model_lib.SuperNet(**kwargs)
@@ -106,7 +106,7 @@ def create_optimizer(config, num_train: int) -> optax.GradientTransformation:
   return optax.chain(*parts)
 
 
-def init_state(model, tx, seed, image_shape=(32, 32, 3)) -> TrainState:
+def init_state(model, tx, seed, image_shape=data_lib.IMAGE_SHAPE) -> TrainState:
   """One seed's state; vmap over seeds for a run."""
   key = jax.random.fold_in(jax.random.PRNGKey(seed), _INIT)
   dummy = jnp.zeros((1,) + image_shape, jnp.float32)
@@ -118,9 +118,9 @@ def init_state(model, tx, seed, image_shape=(32, 32, 3)) -> TrainState:
                     opt_state=tx.init(params))
 
 
-def init_states(model, tx, seeds) -> TrainState:
+def init_states(model, tx, seeds, image_shape=data_lib.IMAGE_SHAPE) -> TrainState:
   """All seeds' states stacked on a leading axis."""
-  init = jax.jit(jax.vmap(lambda s: init_state(model, tx, s)))
+  init = jax.jit(jax.vmap(lambda s: init_state(model, tx, s, image_shape)))
   return init(jnp.asarray(seeds, jnp.int32))
 
 
@@ -160,9 +160,15 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+def augment_micro_batch(config, key, images):
+  """One micro-batch's training input: uint8 [B, ...] -> float, with the data set's stats."""
+  return augment.augment_batch(key, images, config.train.augment,
+                               stats=data_lib.channel_stats(config.data.dataset))
+
+
 def _augment_members(config, keys, images):
   """Augment each micro-batch with its own key: [K, B, ...] uint8 -> float."""
-  return jax.vmap(lambda k, x: augment.augment_batch(k, x, config.train.augment))(keys, images)
+  return jax.vmap(functools.partial(augment_micro_batch, config))(keys, images)
 
 
 def _finish_step(state, tx, grads, new_stats, loss, correct, count):
@@ -213,7 +219,7 @@ def reference_micro_step(config, model, tx_multi, state: TrainState, data, membe
   k = config_lib.group_size(config)
   group = state.step // k
   images, labels, paths, aug_keys = group_inputs(config, data, state.seed, group)
-  x = augment.augment_batch(aug_keys[member], images[member], config.train.augment)
+  x = augment_micro_batch(config, aug_keys[member], images[member])
 
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
@@ -298,7 +304,7 @@ def compile_train_chunk(config, model, tx, num_steps: int, states, data, mesh=No
   return train_chunk, parallel
 
 
-def _format_eta(seconds: float) -> str:
+def format_eta(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   h, rest = divmod(seconds, 3600)
   return f'{h}h{rest // 60:02d}m' if h else f'{rest // 60}m{rest % 60:02d}s'
@@ -327,8 +333,8 @@ def load_device_data(config) -> data_lib.DeviceData:
   """The configured data set on the device: 45k/5k split, optional train subset."""
   d = config.data
   arrays = data_lib.load_arrays(d.source, d.path, d.tfds_data_dir, d.synthetic_size,
-                                d.split_seed)
-  data = data_lib.to_device(arrays, d.val_size, d.split_seed)
+                                d.split_seed, dataset=d.dataset, cache_dir=d.cache_dir)
+  data = data_lib.to_device(arrays, d.val_size, d.split_seed, d.dataset)
   if d.train_subset:
     if d.train_subset > data.num_train:
       raise config_lib.ConfigError(f'data.train_subset={d.train_subset} exceeds the '
@@ -347,7 +353,7 @@ def _log_progress(writer, config, metrics, *, step, num_steps, rate, lr, epoch) 
   images_left = (num_steps - step) * images_per_step(config)
   logging.info('epoch %.2f/%d step %d/%d loss %.4f acc %.1f%% lr %.5f %.0f img/s ETA %s',
                epoch, config.train.epochs, step, num_steps, loss, acc, lr, rate,
-               _format_eta(images_left / max(rate, 1e-9)))
+               format_eta(images_left / max(rate, 1e-9)))
   writer.add_scalar('train/loss', loss, step)
   writer.add_scalar('train/accuracy_percent', acc, step)
   writer.add_scalar('train/learning_rate', lr, step)
@@ -378,7 +384,8 @@ def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
   tx = create_optimizer(config, data.num_train)
   num_steps = total_steps(config, data.num_train)
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
-  states = ckpt.restore_latest(init_states(model, tx, tuple(config.seeds)))
+  states = ckpt.restore_latest(init_states(model, tx, tuple(config.seeds),
+                                           data.train_images.shape[1:]))
   mesh = sharding.data_mesh()
   if mesh is not None:
     sharding.check_batch_size(config.train.batch_size, mesh)

@@ -64,6 +64,7 @@ TINY = {
     'data.source': 'synthetic',
     'data.synthetic_size': 400,
     'data.val_size': 50,
+    'bench.path': 'none',  # ranking only where a test asks for it
 }
 
 
