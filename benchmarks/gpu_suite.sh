@@ -1,48 +1,113 @@
 #!/usr/bin/env bash
-# The GPU measurements of BUILD.md, most important first; each step has its own time
-# limit so that one slow compile cannot starve the rest.
-#   bash benchmarks/gpu_suite.sh OUT_DIR [DATA_DIR] [STEPS]
-# STEPS: comma list of the step names below (default: all, in order), so that the
-# suite can be split over several calls of a time-limited machine. DATA_DIR holds
-# cifar10_q75_scans.npz, cifar10_q75.py and nb201_table.csv (the real-data step is
-# skipped without them). JSON lines go to OUT_DIR/throughput.jsonl.
+# Issue 10's device measurements in one call: where the time goes (profiles) and the
+# figures BUILD.md lacks, most valuable first, each step under its own time limit so
+# that one slow compile cannot starve the rest.
+#
+#   bash benchmarks/gpu_suite.sh OUT_DIR [WHEELS_DIR] [STEPS]
+#
+# The default STEPS take at most ~4.3 minutes (the sum of their limits, 260 s):
+#   profile-small     kernel profile: small, 1 seed, 20 train steps + scoring 80 archs;
+#                     its `compile` row is the cold compile (empty cache)
+#   profile-small-5   kernel profile: small, 5 seeds vmapped, 20 train steps
+#   seeds             small train: 5 seeds vmapped / 5 one after another (lax.map) /
+#                     1 seed; the vmapped and 1-seed programs load from the cache the
+#                     profiles filled (compile_s from the cache, in a second process)
+#   scoring           full-space scoring rate: the whole cosets of 400 random archs
+#                     (~2000 archs, 5000 images each), as full-space scoring packs them;
+#                     default eval settings (8 groups x 1000 images a call)
+#   scoring-large     the same with eval.groups_per_call=32 and eval.batch_size=2500
+# More, only when named in STEPS: compile-cold (small 1 seed in an empty cache: trace,
+# lower, compile), scan (model.scan_cells compile), medium-5 (medium, 5 seeds).
+# All processes share one persistent compilation cache (OUT's work folder), so a
+# program compiled by one step loads in the next; each row's trace_s, lower_s and
+# compile_s say which stage took the time.
+#
+# The device image has jax, flax, optax, orbax, absl, chex, scipy and numpy but not
+# ml_collections (spos_jax.config imports it; tensorboardX and tfds are imported only
+# when used, never here). The session prepares it once, in the repo root:
+#   echo /.device_carry/ >> .git/info/exclude
+#   pip download ml_collections --no-deps -d .device_carry/wheels
+# and runs (carry=['.device_carry']):
+#   bash benchmarks/gpu_suite.sh $OUT .device_carry/wheels
+# OUT_DIR receives issue10.tar.gz (every JSON line, the markdown profile tables, the
+# logs; no raw traces) and, for reading at once, throughput.jsonl and profile.md.
+# SPOS_SUITE_TINY=1 swaps in CPU-sized programs (C=4, batch 8, fp32) to try the
+# script itself on a laptop.
 set -u
-out=${1:?usage: gpu_suite.sh OUT_DIR [DATA_DIR] [STEPS]}
-data=${2:-}
-steps=${3:-small-5-seeds,small-5-seeds-scan,medium-5-seeds,real-data,small-1-seed,small-reference}
+out=${1:?usage: gpu_suite.sh OUT_DIR [WHEELS_DIR] [STEPS]}
+wheels=${2:-}
+steps=${3:-profile-small,profile-small-5,seeds,scoring,scoring-large}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
+work=$(mktemp -d)
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # peak memory of each process, not the pool
-jsonl="$out/throughput.jsonl"
+export XLA_PYTHON_CLIENT_MEM_FRACTION=.9    # medium with 5 seeds needs more than 75%
+if [ -n "$wheels" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" \
+    "$wheels"/*.whl && export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+cache="$work/jax_cache"
+jsonl="$work/throughput.jsonl"
+scale=1  # the time limits, times this
+if [ "${SPOS_SUITE_TINY:-0}" = 1 ]; then
+  scale=4  # XLA:CPU compiles and runs far slower than the GPU
+  # XLA:CPU's quick pipeline (as the tests use): the try-out checks the script, not speed.
+  export XLA_FLAGS="${XLA_FLAGS:-} --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+  small="--size=micro --batch_size=8 --steps_per_dispatch=1 --precision=fp32"
+  small+=" --train_images=200 --val_images=40 --eval_batch_size=20 --groups_per_call=1"
+  medium="$small"
+  big_eval="--groups_per_call=2 --eval_batch_size=40"
+  calls="--train_calls=1 --score_chunks=1"
+  eval_archs=4
+else
+  small="--size=small"
+  medium="--size=medium"
+  big_eval="--groups_per_call=32 --eval_batch_size=2500"
+  calls="--train_calls=2 --score_chunks=2"
+  eval_archs=400  # their whole cosets: ~2000 archs, an eighth of the full space
+fi
 wanted() { [[ ",$steps," == *",$1,"* ]]; }
-step() {  # step SECONDS NAME COMMAND...: run with a limit, log, keep going
-  local limit=$1 name=$2; shift 2
+step() {  # step SECONDS NAME COMMAND...: run with a limit, keep the JSON lines, go on
+  local limit=$(($1 * scale)) name=$2; shift 2
   wanted "$name" || return 0
   echo "=== $name (limit ${limit}s) $(date +%T)"
   local start=$SECONDS
-  timeout "$limit" "$@" 2>>"$out/stderr.log" | tee -a "$jsonl"
-  echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start))s"
+  timeout "$limit" "$@" 2>>"$work/stderr.log" | tee -a "$jsonl"
+  local status=${PIPESTATUS[0]}
+  echo "{\"suite_step\": \"$name\", \"exit\": $status, \"seconds\": $((SECONDS - start))}" \
+    | tee -a "$jsonl"
 }
-real_data() {
-  [ -n "$data" ] && [ -f "$data/cifar10_q75_scans.npz" ] || { echo "no DATA_DIR: skipped"; return 0; }
-  python3 "$data/cifar10_q75.py" /tmp/cifar10.npz --pack "$data/cifar10_q75_scans.npz"
-  timeout 300 python3 -m spos_jax.main --config=configs/small.py --workdir=/tmp/real_small \
-    --config.seeds='(0,)' --config.train.epochs=3 --config.data.source=npz \
-    --config.data.path=/tmp/cifar10.npz --config.bench.path="$data/nb201_table.csv" \
-    --config.eval.scope=all --config.train.log_every_steps=20 > "$out/real_small.log" 2>&1
-  echo "exit $?"
-  grep -E "img/s|archs/s|error" "$out/real_small.log" | tail -8
-  cp /tmp/real_small/results/*/metrics.json "$out/real_small_metrics.json" 2>/dev/null
-}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c 'import jax, flax, optax; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, jax.devices())'
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  python3 -c 'import jax, flax, optax; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, jax.devices())'
+} 2>&1 | tee "$work/versions.txt"
 
-B=benchmarks/throughput.py
-step 180 small-5-seeds python3 $B --size=small --seeds=5 --only=train_fast,eval_fast --eval_archs=600
-step 120 small-5-seeds-scan python3 $B --size=small --seeds=5 --only=train_fast --scan_cells
-step 180 medium-5-seeds python3 $B --size=medium --seeds=5 --only=train_fast,eval_fast --eval_archs=200
-wanted real-data && { echo "=== real-data $(date +%T)"; real_data; }
-step 120 small-1-seed python3 $B --size=small --only=train_fast
-step 150 small-reference python3 $B --size=small --only=train_reference,eval_reference \
-  --reference_eval_archs=10
-echo "=== done $(date +%T)"
+T=benchmarks/throughput.py
+P="benchmarks/kernel_profile.py --compilation_cache=$cache"
+# shellcheck disable=SC2086  # the size strings are lists of flags
+{
+step 75 profile-small python3 $P --markdown="$work/profile-small.md" $small $calls --seeds=1
+step 50 profile-small-5 python3 $P --markdown="$work/profile-small-5.md" $small $calls \
+  --seeds=5 --only=train
+step 55 seeds python3 $T $small --seeds=5 --seed_modes=parallel,sequential,single \
+  --only=train_fast --min_seconds=2 --compilation_cache="$cache"
+step 40 scoring python3 $T $small --only=eval_fast --eval_archs=$eval_archs \
+  --compilation_cache="$cache"
+step 40 scoring-large python3 $T $small $big_eval --only=eval_fast --eval_archs=$eval_archs \
+  --compilation_cache="$cache"
+step 90 compile-cold python3 $T $small --seeds=1 --only=train_fast --min_seconds=1 \
+  --compilation_cache="$work/cold_cache"
+step 90 scan python3 $T $small --seeds=1 --scan_cells --only=train_fast --min_seconds=1 \
+  --compilation_cache="$cache"
+step 150 medium-5 python3 $T $medium --seeds=5 --only=train_fast,eval_fast \
+  --eval_archs=200 --min_seconds=2 --compilation_cache="$cache"
+} 2>&1 | tee "$work/suite.log"
+
+for f in profile-small profile-small-5; do
+  [ -f "$work/$f.md" ] && { cat "$work/$f.md"; echo; }
+done > "$work/profile.md"
+cp "$jsonl" "$work/profile.md" "$out/" 2>/dev/null
+tar -czf "$out/issue10.tar.gz" -C "$work" --exclude=jax_cache --exclude=cold_cache \
+  --exclude=site .
+rm -rf "$work"
+echo "=== done $(date +%T): $out/issue10.tar.gz"

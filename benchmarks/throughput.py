@@ -1,16 +1,23 @@
 """Throughput of training and arch scoring, fast path vs reference, one JSON line each.
 
-python benchmarks/throughput.py --size=small [--seeds=1] [--precision=bf16]
+python benchmarks/throughput.py --size=small [--seeds=5] [--seed_modes=parallel,sequential,single]
 
 Synthetic data (45k train / 5k val images on the device). Measurements:
-  train/fast       whole strictly fair groups in one graph (train.make_train_chunk)
+  train/fast       whole strictly fair groups in one graph (train.make_train_chunk),
+                   one row per --seed_modes entry: `parallel` (the --seeds seeds
+                   vmapped), `sequential` (the same seeds one after another inside the
+                   step, lax.map), `single` (one seed)
   train/reference  |O| single-path micro-steps (nn.switch) under optax.MultiSteps,
                    scanned in one dispatch per group
-  eval/fast        coset-batched scoring (evaluate.score_archs), 5000 images per arch
+  eval/fast        coset-batched scoring (scoring.score_archs), 5000 images per arch
   eval/reference   one arch at a time, single-path forward
-images_per_s counts the images of all seeds; compile_s is train.compile_train_chunk's
-time for train/fast (trace, lower, compile), else the first call minus a steady
-call. peak_memory_gb is the device's peak (None where the backend has none).
+images_per_s counts the images of all seeds. train/fast and eval/fast time jax's
+stages separately: trace_s (Python tracing to a jaxpr), lower_s (to StableHLO),
+compile_s (XLA; from the persistent cache with --compilation_cache); for the other
+rows compile_s is the first call minus a steady call. A parallel row whose program
+XLA estimates over the device's memory is compiled again one seed at a time, as
+train.compile_train_chunk does (seeds_in_parallel says which ran). peak_memory_gb is
+the device's peak (None where the backend has none).
 """
 from __future__ import annotations
 
@@ -30,17 +37,37 @@ import optax  # pylint: disable=g-import-not-at-top
 
 from spos_jax import config as config_lib  # pylint: disable=g-import-not-at-top
 from spos_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-from spos_jax import evaluate  # pylint: disable=g-import-not-at-top
+from spos_jax import memory  # pylint: disable=g-import-not-at-top
+from spos_jax import scoring  # pylint: disable=g-import-not-at-top
 from spos_jax import space  # pylint: disable=g-import-not-at-top
 from spos_jax import train  # pylint: disable=g-import-not-at-top
 
-SIZES = {'tiny': (8, 1), 'small': (32, 2), 'medium': (64, 4), 'wide': (96, 2)}
+# (channels, cells per stage); 'micro' is the CI smoke size.
+SIZES = {'micro': (4, 1), 'tiny': (8, 1), 'small': (32, 2), 'medium': (64, 4), 'wide': (96, 2)}
+SEED_MODES = ('parallel', 'sequential', 'single')
 
 
-def bench_config(args):
+def add_size_flags(p: argparse.ArgumentParser) -> None:
+  """The flags that size the super-network, the data and the calls (shared with kernel_profile)."""
+  p.add_argument('--size', choices=sorted(SIZES), default='small')
+  p.add_argument('--seeds', type=int, default=1)
+  p.add_argument('--precision', choices=config_lib.PRECISIONS, default='bf16')
+  p.add_argument('--batch_size', type=int, default=256)
+  p.add_argument('--steps_per_dispatch', type=int, default=10)
+  p.add_argument('--groups_per_call', type=int, default=8, help='config eval.groups_per_call')
+  p.add_argument('--eval_batch_size', type=int, default=1000,
+                 help='config eval.batch_size (at most --val_images)')
+  p.add_argument('--scan_cells', action='store_true', help='config model.scan_cells')
+  p.add_argument('--train_images', type=int, default=45000)
+  p.add_argument('--val_images', type=int, default=5000)
+  p.add_argument('--compilation_cache', default='',
+                 help='persistent XLA compilation cache folder (as spos_jax.main takes it)')
+
+
+def bench_config(args, seeds: int | None = None):
   c = config_lib.base_config()
   c.model.channels, c.model.cells_per_stage = SIZES[args.size]
-  c.seeds = tuple(range(args.seeds))
+  c.seeds = tuple(range(args.seeds if seeds is None else seeds))
   c.model.scan_cells = args.scan_cells
   c.train.precision = args.precision
   c.train.batch_size = args.batch_size
@@ -48,9 +75,39 @@ def bench_config(args):
   c.data.source = 'synthetic'
   c.data.synthetic_size = args.train_images + args.val_images
   c.data.val_size = args.val_images
-  c.eval.batch_size = min(1000, args.val_images)
+  c.eval.batch_size = min(args.eval_batch_size, args.val_images)
   c.eval.groups_per_call = args.groups_per_call
   return c
+
+
+def synthetic_data(c) -> data_lib.DeviceData:
+  arrays = data_lib.load_arrays('synthetic', synthetic_size=c.data.synthetic_size)
+  return data_lib.to_device(arrays, c.data.val_size, 0)
+
+
+def use_compilation_cache(folder: str) -> None:
+  """Every compiled program persists in folder; a later process loads it instead."""
+  jax.config.update('jax_compilation_cache_dir', folder)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def jitted_of(checked: memory.CheckedJit):
+  """The jax.jit function inside a memory.CheckedJit (it has no public accessor yet)."""
+  return checked.jitted
+
+
+def staged_compile(jitted, *args):
+  """(compiled, {trace_s, lower_s, compile_s}): jax's three stages timed one by one."""
+  t0 = time.perf_counter()
+  traced = jitted.trace(*args)
+  t1 = time.perf_counter()
+  lowered = traced.lower()
+  t2 = time.perf_counter()
+  compiled = lowered.compile()
+  t3 = time.perf_counter()
+  return compiled, dict(trace_s=round(t1 - t0, 3), lower_s=round(t2 - t1, 3),
+                        compile_s=round(t3 - t2, 3))
 
 
 def device_record() -> dict:
@@ -97,20 +154,34 @@ def steady_seconds(run, states, data, min_seconds):
   return first - steady, (time.perf_counter() - start) / repeats
 
 
-def measure_train_fast(c, data, base, min_seconds):
-  """As train.train compiles it: seeds vmapped, or one after another if that would not fit."""
+def compile_train_fast(c, model, tx, states, data, parallel: bool):
+  """(compiled chunk, stage seconds, seeds_in_parallel) as train.compile_train_chunk
+  decides it: a parallel program over the device's memory is redone one seed at a time."""
+  def staged(in_parallel):
+    jitted = train.make_train_chunk(c, model, tx, 10**9, c.train.steps_per_dispatch,
+                                    seeds_in_parallel=in_parallel)
+    return staged_compile(jitted, states, data)
+  compiled, seconds = staged(parallel)
+  if parallel and len(c.seeds) > 1 and not memory.fits(compiled):
+    compiled, seconds = staged(False)
+    parallel = False
+  return compiled, seconds, parallel
+
+
+def measure_train_fast(c, data, base, min_seconds, seed_mode: str):
+  """One train/fast row: the --seeds seeds vmapped or one after another, or one seed."""
   model = train.create_model(c)
   tx = train.create_optimizer(c, data.num_train)
   states = train.init_states(model, tx, c.seeds)
   chunk = c.train.steps_per_dispatch
-  start = time.perf_counter()
-  run, parallel = train.compile_train_chunk(c, model, tx, 10**9, states, data)
-  compile_s = time.perf_counter() - start
+  run, stages, parallel = compile_train_fast(c, model, tx, states, data,
+                                             parallel=seed_mode != 'sequential')
   _, per_call = steady_seconds(run, states, data, min_seconds)
   images = len(c.seeds) * config_lib.group_size(c) * c.train.batch_size * chunk
-  emit(dict(base, benchmark='train', path='fast', steps_per_dispatch=chunk,
-            seeds_in_parallel=parallel, images_per_s=round(images / per_call, 1),
-            compile_s=round(compile_s, 2), peak_memory_gb=peak_memory_gb()))
+  emit(dict(base, seeds=len(c.seeds), benchmark='train', path='fast', seed_mode=seed_mode,
+            steps_per_dispatch=chunk, seeds_in_parallel=parallel,
+            images_per_s=round(images / per_call, 1), **stages,
+            peak_memory_gb=peak_memory_gb()))
 
 
 def measure_train_reference(c, data, base, min_seconds):
@@ -128,7 +199,7 @@ def measure_train_reference(c, data, base, min_seconds):
                                        min_seconds)
   images = len(c.seeds) * k * c.train.batch_size
   emit(dict(base, benchmark='train', path='reference', steps_per_dispatch=1,
-            seeds_in_parallel=True, images_per_s=round(images / per_call, 1),
+            seeds_in_parallel=len(c.seeds) > 1, images_per_s=round(images / per_call, 1),
             compile_s=round(compile_s, 2), peak_memory_gb=peak_memory_gb()))
 
 
@@ -136,52 +207,62 @@ def measure_eval(c, data, base, fast: bool, num_archs: int):
   model = train.create_model(c)
   tx = train.create_optimizer(c, data.num_train)
   states = train.init_states(model, tx, (0,))
-  params, batch_stats = evaluate.seed_variables(states, 0)
+  params, batch_stats = scoring.seed_variables(states, 0)
   rng = np.random.default_rng(0)
   archs = space.all_archs()[rng.choice(space.NUM_ARCHS, num_archs, replace=False)]
+  stages = {}
   if fast:  # whole cosets, as full-space scoring runs them
     bases = np.unique(space.coset_base(archs, tuple(range(5))), axis=0)
     archs = space.coset_members(bases, tuple(range(5))).reshape(-1, 6)
-  score = evaluate.score_archs if fast else evaluate.score_archs_one_by_one
+    # The scorer's stages, timed before its first call compiles it (then cached).
+    paths = jnp.zeros((c.eval.groups_per_call, 5, 6), jnp.int32)
+    x = jnp.zeros((c.eval.batch_size, 32, 32, 3), jnp.float32)
+    labels = jnp.zeros((c.eval.batch_size,), jnp.int32)
+    _, stages = staged_compile(jitted_of(scoring.make_group_scorer(model, c.eval.bn_mode)),
+                               params, batch_stats, paths, x, labels)
+  score = scoring.score_archs if fast else scoring.score_archs_one_by_one
   warm = archs[:5] if not fast else archs[:5 * c.eval.groups_per_call]
   _, first = timed(lambda: score(c, model, params, batch_stats, warm, data))
   _, elapsed = timed(lambda: score(c, model, params, batch_stats, archs, data))
-  emit(dict(base, benchmark='eval', path='fast' if fast else 'reference',
-            archs=len(archs), val_images=data.num_val,
-            archs_per_s=round(len(archs) / elapsed, 2),
-            first_call_s=round(first, 2), peak_memory_gb=peak_memory_gb()))
+  emit(dict(base, seeds=1, benchmark='eval', path='fast' if fast else 'reference',
+            archs=len(archs), val_images=data.num_val, eval_batch_size=c.eval.batch_size,
+            groups_per_call=c.eval.groups_per_call,
+            archs_per_s=round(len(archs) / elapsed, 2), first_call_s=round(first, 2),
+            **stages, peak_memory_gb=peak_memory_gb()))
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument('--size', choices=sorted(SIZES), default='small')
-  p.add_argument('--seeds', type=int, default=1)
-  p.add_argument('--precision', choices=config_lib.PRECISIONS, default='bf16')
-  p.add_argument('--batch_size', type=int, default=256)
-  p.add_argument('--steps_per_dispatch', type=int, default=10)
-  p.add_argument('--groups_per_call', type=int, default=8)
-  p.add_argument('--scan_cells', action='store_true', help='config model.scan_cells')
-  p.add_argument('--train_images', type=int, default=45000)
-  p.add_argument('--val_images', type=int, default=5000)
+  add_size_flags(p)
+  p.add_argument('--seed_modes', default='parallel',
+                 help=f'comma list of {",".join(SEED_MODES)}: one train/fast row each')
   p.add_argument('--eval_archs', type=int, default=400, help='archs for eval/fast')
   p.add_argument('--reference_eval_archs', type=int, default=10)
   p.add_argument('--min_seconds', type=float, default=5.0, help='steady-state timing span')
   p.add_argument('--only', default='train_fast,train_reference,eval_fast,eval_reference')
   args = p.parse_args()
+  seed_modes = args.seed_modes.split(',')
+  unknown = sorted(set(seed_modes) - set(SEED_MODES))
+  if unknown:
+    p.error(f'--seed_modes={args.seed_modes}: unknown {",".join(unknown)}; '
+            f'choose from {",".join(SEED_MODES)}')
+  if args.compilation_cache:
+    use_compilation_cache(args.compilation_cache)
   c = bench_config(args)
-  arrays = data_lib.load_arrays('synthetic', synthetic_size=c.data.synthetic_size)
-  data = data_lib.to_device(arrays, c.data.val_size, 0)
+  data = synthetic_data(c)
   base = dict(device_record(), size=args.size, seeds=args.seeds, precision=args.precision,
               batch_size=args.batch_size, scan_cells=args.scan_cells)
   wanted = set(args.only.split(','))
   if 'train_fast' in wanted:
-    measure_train_fast(c, data, base, args.min_seconds)
+    for mode in seed_modes:
+      measure_train_fast(bench_config(args, 1 if mode == 'single' else None), data, base,
+                         args.min_seconds, mode)
   if 'train_reference' in wanted:
     measure_train_reference(c, data, base, args.min_seconds)
   if 'eval_fast' in wanted:
     measure_eval(c, data, base, True, args.eval_archs)
   if 'eval_reference' in wanted:
-    measure_eval(c, data, dict(base, seeds=1), False, args.reference_eval_archs)
+    measure_eval(c, data, base, False, args.reference_eval_archs)
 
 
 if __name__ == '__main__':

@@ -61,6 +61,11 @@ class CheckedJit:
     self._describe, self._hint, self._limit = describe, hint, limit
     self._compiled = {}
 
+  @property
+  def jitted(self):
+    """The unchecked jax.jit function (benchmarks time its trace/lower/compile stages)."""
+    return self._jitted
+
   def __call__(self, *args):
     leaves, tree = jax.tree.flatten(args)
     key = (tree, tuple((leaf.shape, leaf.dtype) for leaf in leaves))
