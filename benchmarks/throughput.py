@@ -93,7 +93,7 @@ def use_compilation_cache(folder: str) -> None:
 
 
 def jitted_of(checked: memory.CheckedJit):
-  """The jax.jit function inside a memory.CheckedJit (it has no public accessor yet)."""
+  """The jax.jit function inside a memory.CheckedJit."""
   return checked.jitted
 
 
