@@ -4,12 +4,17 @@ Each job is a `python -m spos_jax.main` subprocess in its own session, with outp
 appended to ROOT/<name>/log.txt. SIGINT/SIGTERM to the launcher stop new starts and
 forward SIGTERM to running jobs, which checkpoint and exit with status 3
 (spos_jax/preemption.py); a rerun resumes them.
+
+While jobs run, a progress line every `progress_s` seconds: runs done / failed /
+left, the sweep's ETA from the durations of the runs done so far, and per running
+run what its log says last (training: its epoch and ETA).
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,7 +23,13 @@ from launch import plan
 from spos_jax import preemption
 
 STATUSES = ('done', 'failed', 'interrupted', 'not started', 'skipped')
+PROGRESS_S = 30.0  # seconds between progress lines
 _POLL_S = 0.5
+# absl's line prefix: 'I0314 12:00:01.123456 140211 train.py:347] '.
+_ABSL_PREFIX = re.compile(r'^[IWEF]\d{4} [\d:.]+ +\d+ [^\]]*\] ')
+# spos_jax.train's training line: 'epoch 3.00/250 step 420/35150 loss ... ETA 1h02m'.
+_EPOCH_LINE = re.compile(r'^epoch (\S+) step \S+ .* ETA (\S+)')
+_LOG_TAIL_BYTES = 16384
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,24 +79,98 @@ def outcome_of(job: plan.Job, returncode: int, stopped: bool) -> Outcome:
   return Outcome(job, 'failed', f'exit status {returncode}: {plan.failure_message(job)}')
 
 
+def format_duration(seconds: float) -> str:
+  """0m12s, 4m10s, 2h05m: as the training line writes its ETA."""
+  hours, rest = divmod(int(max(seconds, 0)), 3600)
+  return f'{hours}h{rest // 60:02d}m' if hours else f'{rest // 60}m{rest % 60:02d}s'
+
+
+def last_log_line(text: str) -> str:
+  """The last absl line (prefix removed) of the current attempt, else its last line.
+
+  The attempt starts after the newest '=== ' header the launchers write; absl lines
+  are preferred over library output and tracebacks, which say less about the phase.
+  """
+  lines = text.splitlines()
+  starts = [i for i, line in enumerate(lines) if line.startswith('=== ')]
+  lines = [line.strip() for line in lines[starts[-1] + 1 if starts else 0:] if line.strip()]
+  logged = [_ABSL_PREFIX.sub('', line) for line in lines if _ABSL_PREFIX.match(line)]
+  return (logged or lines or [''])[-1]
+
+
+def phase(log_line: str, width: int = 100) -> str:
+  """A run's phase from its last log line: 'epoch 3.00/250, ETA 1h02m', else the line."""
+  if not log_line:
+    return 'starting'
+  epoch = _EPOCH_LINE.match(log_line)
+  if epoch:
+    return f'epoch {epoch.group(1)}, ETA {epoch.group(2)}'
+  return log_line if len(log_line) <= width else log_line[:width - 3] + '...'
+
+
+def read_log_tail(path: str, size: int = _LOG_TAIL_BYTES) -> str:
+  try:
+    with open(path, 'rb') as f:
+      f.seek(max(os.fstat(f.fileno()).st_size - size, 0))
+      return f.read().decode(errors='replace')
+  except OSError:
+    return ''
+
+
+def sweep_eta(durations: list[float], running_s: list[float], waiting: int,
+              slots: int) -> float | None:
+  """Seconds until every run has ended, from the mean duration of the runs done so far
+  (None before the first): each running run takes the mean (it has run part of it),
+  each waiting run the whole mean, spread over the parallel slots."""
+  if not durations:
+    return None
+  mean = sum(durations) / len(durations)
+  work = sum(max(mean - s, 0.0) for s in running_s) + waiting * mean
+  return work / max(slots, 1)
+
+
+def progress_line(outcomes: list[Outcome], running: dict, waiting: int, slots: int,
+                  durations: list[float], now: float) -> str:
+  """One line: counts, the sweep's ETA, and each running run's time and phase."""
+  counts = collections.Counter(o.status for o in outcomes)
+  left = len(running) + waiting
+  eta = sweep_eta(durations, [now - r.started for r in running.values()], waiting, slots)
+  if eta is None:
+    eta_text = 'ETA after the first run is done'
+  else:
+    mean = sum(durations) / len(durations)
+    eta_text = f'ETA {format_duration(eta)} (mean run {format_duration(mean)})'
+  runs = ''.join(f' | {name} {format_duration(now - r.started)}: '
+                 f'{phase(last_log_line(read_log_tail(r.job.log)))}'
+                 for name, r in running.items())
+  return (f'{time.strftime("%H:%M:%S")} progress: {counts["done"]} done, '
+          f'{counts["failed"]} failed, {left} left; {eta_text}{runs}')
+
+
 @dataclasses.dataclass
 class _Running:
   job: plan.Job
   slot: str | None
   log: object  # the open log file
   process: subprocess.Popen
+  started: float  # time.monotonic() at the start
 
 
 def _start(job: plan.Job, slot: str | None, pythonpath: str) -> _Running:
+  """Start the job; OSError when its log cannot be opened or the command not run."""
   log = open(job.log, 'a')  # pylint: disable=consider-using-with  (closed when it ends)
-  log.write(plan.log_header(job, 'local' if slot is None else f'local, GPUs {slot}'))
-  log.flush()
+  try:
+    log.write(plan.log_header(job, 'local' if slot is None else f'local, GPUs {slot}'))
+    log.flush()
+    process = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT,
+                               env=job_env(slot, pythonpath),
+                               start_new_session=True)  # Ctrl-C reaches only the launcher
+  except BaseException:
+    log.close()
+    raise
   print(f'start  {job.name}' + ('' if slot is None else f' on GPU {slot}') + f'  (log: {job.log})',
         flush=True)
-  process = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT,
-                             env=job_env(slot, pythonpath),
-                             start_new_session=True)  # Ctrl-C reaches only the launcher
-  return _Running(job, slot, log, process)
+  return _Running(job, slot, log, process, time.monotonic())
 
 
 class _Stop:
@@ -107,26 +192,46 @@ class _Stop:
         r.process.send_signal(forward)
 
 
-def run_jobs(jobs: list[plan.Job], slots: list[str | None], pythonpath: str) -> list[Outcome]:
-  """Run every job, len(slots) at a time; a failure does not stop the others."""
+def _report(outcome: Outcome) -> Outcome:
+  print(f'{outcome.status:<6} {outcome.job.name}' +
+        (f': {outcome.message}' if outcome.message else ''), flush=True)
+  return outcome
+
+
+def run_jobs(jobs: list[plan.Job], slots: list[str | None], pythonpath: str,
+             progress_s: float = PROGRESS_S) -> list[Outcome]:
+  """Run every job, len(slots) at a time; a failure does not stop the others.
+
+  Every progress_s seconds while jobs run, a progress_line.
+  """
   running = {}  # job name -> _Running
   stop = _Stop(running)
   previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
   pending, free, outcomes = collections.deque(jobs), list(slots), []
+  durations = []  # seconds of each run done
+  last_progress = time.monotonic()
   try:
     while running or (pending and not stop.requested):
       while pending and free and not stop.requested:
         job = pending.popleft()
-        running[job.name] = _start(job, free.pop(0), pythonpath)
+        try:
+          running[job.name] = _start(job, free[0], pythonpath)
+          free.pop(0)
+        except OSError as e:  # its log or its command: this run fails, the others go on
+          outcomes.append(_report(Outcome(job, 'failed', f'could not start: {e}')))
       time.sleep(_POLL_S)
+      now = time.monotonic()
       for name in [n for n, r in running.items() if r.process.poll() is not None]:
         r = running.pop(name)
         r.log.close()
         free.append(r.slot)
-        outcome = outcome_of(r.job, r.process.returncode, bool(stop.requested))
-        print(f'{outcome.status:<6} {name}' + (f': {outcome.message}' if outcome.message else ''),
-              flush=True)
-        outcomes.append(outcome)
+        outcomes.append(_report(outcome_of(r.job, r.process.returncode, bool(stop.requested))))
+        if outcomes[-1].status == 'done':
+          durations.append(now - r.started)
+      if running and now - last_progress >= progress_s:
+        last_progress = now
+        print(progress_line(outcomes, running, 0 if stop.requested else len(pending),
+                            len(slots), durations, now), flush=True)
   finally:
     for s, handler in previous.items():
       signal.signal(s, handler)

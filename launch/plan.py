@@ -19,8 +19,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from launch import grid
+from spos_jax import bench as bench_lib
 from spos_jax import config as config_lib
-from spos_jax import evaluate
+from spos_jax import run as run_lib
 from spos_jax import workdir as workdir_lib
 
 SWEEP_RECORD = 'sweep.json'
@@ -32,6 +33,10 @@ COMPILATION_CACHE = '.jax_cache'
 
 class SweepError(ValueError):
   """A sweep that cannot be launched: bad file, flag, override or root."""
+
+
+class RunFolderError(RuntimeError):
+  """One run's folder cannot hold it: that run fails, the sweep goes on without it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,11 +161,25 @@ def resolve_config(base_config: str, overrides: dict[str, str]):
   return config
 
 
+def check_bench(config) -> None:
+  """SweepError unless bench.path is 'builtin', '' / 'none' (no ranking) or a readable file.
+
+  Relative paths are taken from here: the main jobs run in this folder too (the
+  Slurm script cd's to it), so they open the file checked here.
+  """
+  try:
+    bench_lib.check_path(config.bench.path)
+  except bench_lib.BenchError as e:
+    raise SweepError(str(e)) from None
+
+
 def _resolve_run(name: str, base_config: str, overrides: dict):
   try:
-    return resolve_config(base_config, overrides)
+    config = resolve_config(base_config, overrides)
+    check_bench(config)
   except (SweepError, config_lib.ConfigError) as e:
     raise SweepError(f'run {name}: {e}') from None
+  return config
 
 
 def jobs_for(sweep: Sweep, root: str, sizes: dict, cli_overrides: dict,
@@ -212,29 +231,43 @@ def prepare_root(root: str) -> str:
   return root
 
 
-def is_finished(job: Job) -> bool:
-  """Results present (a run with a bench), else the TRAINED marker, of this very config.
-
-  A run folder trained with other results-changing values (e.g. a 1-epoch smoke test)
-  is not finished: its job is launched, and main refuses it with the differing keys.
+def check_run_folder(job: Job, create: bool = True) -> None:
+  """RunFolderError when ROOT/<name> cannot hold the run: a file in its place, a
+  folder that cannot be written (create=True creates it to find out), a config.json
+  that cannot be read or holds no config. main refuses such a folder too; checked
+  here, the launcher reports that run and goes on with the others.
   """
+  if os.path.lexists(job.workdir) and not os.path.isdir(job.workdir):
+    raise RunFolderError(f'run folder {job.workdir} is a file, not a folder; '
+                         f'move it away or use another --root')
   try:
+    if create:
+      workdir_lib.check_writable(job.workdir)
     saved = workdir_lib.load_config_record(job.workdir)
-  except workdir_lib.WorkdirError:
-    return False
-  if saved is None or config_lib.differing_keys(saved, config_lib.flatten(job.config)):
-    return False
-  if job.config.bench.path:
-    return evaluate.results_complete(job.config, job.workdir)
-  return workdir_lib.is_trained(job.workdir)
+  except workdir_lib.WorkdirError as e:
+    raise RunFolderError(str(e)) from None
+  if saved is not None and not isinstance(saved, dict):
+    raise RunFolderError(f'{os.path.join(job.workdir, workdir_lib.CONFIG_FILE)} holds a JSON '
+                         f'{type(saved).__name__}, not a config; move it away')
+
+
+def is_finished(job: Job) -> bool:
+  """Nothing left to do for the job (run.is_finished): its config's run, trained, with
+  the results of this very evaluation. A run folder trained with other
+  results-changing values (e.g. a 1-epoch smoke test) or holding results of other
+  evaluation settings is not finished: its job is launched, and main refuses it
+  naming the difference.
+  """
+  return run_lib.is_finished(job.config, job.workdir)
 
 
 def failure_message(job: Job) -> str:
   """Why a run failed: its FAILED marker, else the last 'error:' line of its log."""
-  marker = os.path.join(job.workdir, workdir_lib.FAILED_MARKER)
-  if os.path.exists(marker):
-    with open(marker) as f:
+  try:
+    with open(os.path.join(job.workdir, workdir_lib.FAILED_MARKER), errors='replace') as f:
       return f.read().strip()
+  except OSError:  # no marker (or not a file): the log says why
+    pass
   try:
     with open(job.log, errors='replace') as f:
       lines = [line.strip() for line in f if line.strip()]
@@ -244,21 +277,33 @@ def failure_message(job: Job) -> str:
   return (errors or lines or ['empty log'])[-1]
 
 
-def write_record(sweep: Sweep, job: Job, python: str = sys.executable) -> None:
-  """ROOT/<name>/sweep.json: run, overrides, and every sweep that names the run."""
-  os.makedirs(job.workdir, exist_ok=True)
-  path = os.path.join(job.workdir, SWEEP_RECORD)
-  entry = dict(sweep=sweep.name, sweep_file=sweep.path, figure=sweep.config.figure)
+def _earlier_sweeps(path: str) -> list[dict]:
+  """The sweeps an existing sweep.json names; none when it is missing or damaged."""
   try:
     with open(path) as f:
-      earlier = json.load(f).get('sweeps', [])
+      record = json.load(f)
   except (OSError, ValueError):
-    earlier = []
-  sweeps = [s for s in earlier if s.get('sweep_file') != sweep.path] + [entry]
-  workdir_lib.write_json_atomic(path, dict(
-      name=job.name, run=job.run.name, size=job.run.size, base_config=job.base_config,
-      overrides=job.overrides, flags=job.flags, command=job.command(python),
-      sweeps=sweeps, **entry))
+    return []
+  sweeps = record.get('sweeps', []) if isinstance(record, dict) else []
+  return [s for s in sweeps if isinstance(s, dict)] if isinstance(sweeps, list) else []
+
+
+def write_record(sweep: Sweep, job: Job, python: str = sys.executable) -> None:
+  """ROOT/<name>/sweep.json: run, overrides, and every sweep that names the run.
+
+  RunFolderError when it cannot be written (that run fails, the sweep goes on).
+  """
+  path = os.path.join(job.workdir, SWEEP_RECORD)
+  entry = dict(sweep=sweep.name, sweep_file=sweep.path, figure=sweep.config.figure)
+  sweeps = [s for s in _earlier_sweeps(path) if s.get('sweep_file') != sweep.path] + [entry]
+  try:
+    os.makedirs(job.workdir, exist_ok=True)
+    workdir_lib.write_json_atomic(path, dict(
+        name=job.name, run=job.run.name, size=job.run.size, base_config=job.base_config,
+        overrides=job.overrides, flags=job.flags, command=job.command(python),
+        sweeps=sweeps, **entry))
+  except (OSError, workdir_lib.WorkdirError) as e:  # WorkdirError: the disk is full
+    raise RunFolderError(f'cannot write {path}: {e}') from None
 
 
 def log_header(job: Job, how: str) -> str:

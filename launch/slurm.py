@@ -136,12 +136,16 @@ def write(sweep: plan.Sweep, root: str, jobs: list[plan.Job], res: Resources,
   """Write the run list and ROOT/<sweep>.sbatch; returns the script's path."""
   content = run_list(jobs, python)
   list_file = run_list_path(root, sweep.name, content)
-  os.makedirs(os.path.dirname(list_file), exist_ok=True)
-  with open(list_file, 'w') as f:
-    f.write(content)
   path = os.path.join(root, f'{sweep.name}.sbatch')
-  with open(path, 'w') as f:
-    f.write(script(sweep, root, jobs, list_file, res, pythonpath))
+  try:
+    os.makedirs(os.path.dirname(list_file), exist_ok=True)
+    with open(list_file, 'w') as f:
+      f.write(content)
+    with open(path, 'w') as f:
+      f.write(script(sweep, root, jobs, list_file, res, pythonpath))
+  except OSError as e:  # e.g. ROOT/slurm is a file
+    raise plan.SweepError(f'cannot write the Slurm script {path} or its run list '
+                          f'{list_file}: {e}') from None
   return path
 
 

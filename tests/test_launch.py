@@ -2,8 +2,11 @@
 
 End-to-end runs are tiny main jobs on the CPU (configs/tiny.py shrunk further). They
 share one XLA compilation cache, so only the first pays the compile (about a minute
-on 2 cores); the others take 10-25 s each.
+on 2 cores); the others take 10-25 s each. The progress and run-folder tests run
+fake jobs (a few lines of Python) through the local launcher instead.
 """
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from launch import grid
 from launch import local
 from launch import plan
 from spos_jax import config as config_lib
@@ -25,9 +29,7 @@ from spos_jax import config as config_lib
 pytestmark = pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO.parent / 'shared/data/nb201/nb201_table.csv'
 TINY_CONFIG = REPO / 'configs/tiny.py'
-needs_bench = pytest.mark.skipif(not BENCH.exists(), reason=f'no bench table at {BENCH}')
 
 # C=2, 192 synthetic training images in batches of 16: 12 micro-batches an epoch, so 6
 # epochs are 14 fair-group steps, each followed by a checkpoint.
@@ -38,7 +40,8 @@ TINY_FLAGS = [
     '--config.train.checkpoint_every_steps=1', '--config.eval.batch_size=64',
 ]
 # As run overrides: the sweep's runs may differ in them (the command line's win).
-BENCH_OVERRIDES = {'bench.path': str(BENCH), 'eval.top_ns': (10, 25), 'eval.random_size': 20}
+BENCH_OVERRIDES = {'bench.path': 'builtin', 'eval.top_ns': (10, 25), 'eval.random_size': 20}
+NO_BENCH = {'bench.path': 'none'}
 
 
 @pytest.fixture(scope='module')
@@ -95,11 +98,10 @@ def wait_until(condition, process, timeout_s):
     time.sleep(0.2)
 
 
-@needs_bench
 def test_local_interrupted_run_resumes_then_finished_runs_skip(tmp_path, env):
   """'ranked' ranks the bench (done = results), 'trained' only trains (done = TRAINED)."""
   root = tmp_path / 'runs'
-  args = ['--sweep', write_sweep(tmp_path, [('ranked', BENCH_OVERRIDES), ('trained', {})]),
+  args = ['--sweep', write_sweep(tmp_path, [('ranked', BENCH_OVERRIDES), ('trained', NO_BENCH)]),
           '--root', root, *TINY_FLAGS]
   first = subprocess.Popen(launch_command(*args), cwd=REPO, env=env, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -129,19 +131,150 @@ def test_local_interrupted_run_resumes_then_finished_runs_skip(tmp_path, env):
   assert 'start ' not in third.stdout
 
 
-def test_local_failed_run_is_reported_and_the_others_run(tmp_path, env):
-  root = tmp_path / 'runs'
-  sweep = write_sweep(tmp_path, [('bad', {}), ('good', {})])
+def break_run_folders(root: Path) -> dict[str, str]:
+  """Run folders that cannot hold their run, each made so in another way: {name: why}."""
   # A folder that holds a checkpoint of another config (the small one): main refuses it.
-  (root / 'bad' / 'checkpoints' / '100').mkdir(parents=True)
+  (root / 'other_config' / 'checkpoints' / '100').mkdir(parents=True)
   foreign = config_lib.flatten(config_lib.base_config())
-  (root / 'bad' / 'config.json').write_text(json.dumps(foreign))
-  result = launch('--sweep', sweep, '--root', root, *TINY_FLAGS, env=env)  # no bench
+  (root / 'other_config' / 'config.json').write_text(json.dumps(foreign))
+  (root / 'a_file').write_text('not a folder')
+  (root / 'bad_json' / 'config.json').parent.mkdir()
+  (root / 'bad_json' / 'config.json').write_text('{"train.lr": 0.1')
+  (root / 'list_json' / 'config.json').parent.mkdir()
+  (root / 'list_json' / 'config.json').write_text('[1, 2]')
+  (root / 'record_dir' / 'sweep.json').mkdir(parents=True)  # sweep.json cannot be written
+  return {'other_config': 'holds a run of a different config',
+          'a_file': 'is a file, not a folder',
+          'bad_json': 'config.json is unreadable',
+          'list_json': 'config.json holds a JSON list, not a config',
+          'record_dir': 'cannot write'}
+
+
+def test_local_failed_runs_are_reported_and_the_others_run(tmp_path, env):
+  """Every run whose folder cannot hold it fails with the reason; the good one trains."""
+  root = tmp_path / 'runs'
+  root.mkdir()
+  broken = break_run_folders(root)
+  sweep = write_sweep(tmp_path, [(name, NO_BENCH) for name in [*broken, 'good']])
+  result = launch('--sweep', sweep, '--root', root, *TINY_FLAGS, env=env)
   assert result.returncode == 1, result.stdout + result.stderr
-  assert re.search(r'failed +bad .*\n.*holds a run of a different config', result.stdout), \
-      result.stdout
+  assert 'Traceback' not in result.stdout + result.stderr
+  assert f'summary: 1 done, {len(broken)} failed' in result.stdout, result.stdout
+  for name, why in broken.items():
+    assert re.search(rf'failed +{name} .*\n +.*{why}', result.stdout), (name, result.stdout)
   assert re.search(r'done +good', result.stdout), result.stdout
   assert (root / 'good' / 'TRAINED').exists()
+  assert (root / 'a_file').read_text() == 'not a folder'
+  # The progress lines read main's real training lines (absl's prefix, train's format).
+  log = (root / 'good' / 'log.txt').read_text()
+  epoch_lines = [line for line in log.splitlines() if re.search(r'\] epoch .* ETA ', line)]
+  assert epoch_lines, log
+  phase = local.phase(local.last_log_line(epoch_lines[-1]))
+  assert re.fullmatch(r'epoch [\d.]+/6, ETA \d+m\d\ds', phase), phase
+
+
+def test_slurm_dry_run_leaves_out_runs_whose_folders_cannot_hold_them(tmp_path, env):
+  root = tmp_path / 'runs'
+  root.mkdir()
+  (root / 's-all').write_text('not a folder')
+  result = launch('--sweep=configs/sweeps/fig2.py', f'--root={root}', '--backend=slurm',
+                  '--dry_run', env=env, timeout=60)
+  assert result.returncode == 1, result.stdout + result.stderr
+  assert 'Traceback' not in result.stderr
+  assert re.search(r'failed +s-all .*\n +run folder .*s-all is a file', result.stdout)
+  lines = run_list_of((root / 'fig2.sbatch').read_text()).read_text().splitlines()
+  assert [line.split('\t')[0] for line in lines] == ['s-mask_none']
+  # The script's own folder blocked: one line, status 2.
+  (root / 'fig2.sbatch').unlink()
+  shutil.rmtree(root / 'slurm')
+  (root / 'slurm').write_text('not a folder')
+  result = launch('--sweep=configs/sweeps/fig2.py', f'--root={root}', '--backend=slurm',
+                  '--dry_run', '--only=mask_none', env=env, timeout=60)
+  assert result.returncode == 2, result.stdout + result.stderr
+  assert 'cannot write the Slurm script' in result.stderr and 'Traceback' not in result.stderr
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeJob(plan.Job):
+  """A job that runs a few lines of Python instead of spos_jax.main."""
+  script: str = ''
+
+  def command(self, python: str = sys.executable) -> list[str]:
+    return [python, '-c', self.script]
+
+
+def fake_job(root: Path, name: str, script: str) -> FakeJob:
+  """A training-only job whose folder records its config: TRAINED makes it done."""
+  config = config_lib.base_config()
+  config.bench.path = 'none'
+  workdir = root / name
+  workdir.mkdir(parents=True)
+  (workdir / 'config.json').write_text(json.dumps(config_lib.flatten(config)))
+  return FakeJob(name, grid.Run(name, 's', {}), {}, str(TINY_CONFIG), {}, config, str(workdir),
+                 script=script)
+
+
+# A fake run: it logs `log_line` as absl would, then waits until the launcher's output
+# (the file `out`) shows `expected` (a regular expression), then marks itself trained.
+# So the test waits for the launcher's progress lines, not for a number of seconds.
+FAKE_RUN = textwrap.dedent('''\
+    import os, re, sys, time
+    print('I0101 00:00:00.000000 1 {module}] {log_line}', flush=True)
+    deadline = time.time() + 120
+    while not re.search({expected!r}, open({out!r}).read()):
+      if time.time() > deadline:
+        sys.exit('the launcher never printed ' + {expected!r})
+      time.sleep(0.05)
+    open(os.path.join({workdir!r}, 'TRAINED'), 'w').write('1')
+    ''')
+
+
+def test_local_progress_shows_each_runs_phase_and_the_sweeps_eta(tmp_path, monkeypatch):
+  root, out = tmp_path / 'runs', tmp_path / 'launcher.out'
+  out.write_text('')
+  epoch = 'epoch 0.50/2 step 1/4 loss 2.3026 acc 10.0% lr 0.02500 120 img/s ETA 0m07s'
+  runs = {
+      # Before any run is done: no ETA yet, the run's epoch and ETA from its log.
+      'first': ('train.py:348', epoch,
+                r'progress: 0 done, 0 failed, 2 left; ETA after the first run is done '
+                r'\| first \d+m\d\ds: epoch 0\.50/2, ETA 0m07s'),
+      # After one: an ETA from its duration, and another phase shown by its log line.
+      'second': ('run.py:99', 'scoring 200 archs of 2 groups',
+                 r'progress: 1 done, 0 failed, 1 left; ETA \d+m\d\ds \(mean run \d+m\d\ds\) '
+                 r'\| second \d+m\d\ds: scoring 200 archs of 2 groups'),
+  }
+  jobs = [fake_job(root, name, FAKE_RUN.format(module=module, log_line=line, expected=expected,
+                                                out=str(out), workdir=str(root / name)))
+          for name, (module, line, expected) in runs.items()]
+  monkeypatch.setattr(local, '_POLL_S', 0.05)
+  with open(out, 'a', buffering=1) as f, contextlib.redirect_stdout(f):
+    outcomes = local.run_jobs(jobs, [None], str(REPO), progress_s=0.05)
+  printed = out.read_text()
+  assert [(o.job.name, o.status) for o in outcomes] == [('first', 'done'), ('second', 'done')], \
+      printed + (root / 'first' / 'log.txt').read_text() + (root / 'second' / 'log.txt').read_text()
+  assert all(len(line) < 300 for line in printed.splitlines())  # plain lines, no redraws
+
+
+def test_sweep_eta_counts_running_and_waiting_runs_over_the_slots():
+  assert local.sweep_eta([], [30.0], waiting=2, slots=1) is None
+  # Mean 150 s: the running run has 120 s left, two waiting runs 150 s each, on 2 slots.
+  assert local.sweep_eta([100.0, 200.0], [30.0], waiting=2, slots=2) == (120 + 300) / 2
+  assert local.sweep_eta([100.0], [400.0], waiting=0, slots=1) == 0  # past the mean
+
+
+def test_last_log_line_is_the_current_attempts_last_absl_line():
+  log = textwrap.dedent('''\
+      === 2024-01-01 00:00:00 launch.sweep (local): python -m spos_jax.main
+      I0101 00:00:01.000000 7 train.py:348] epoch 2.00/2 step 8/8 loss 1.0 ETA 0m00s
+      === 2024-01-01 00:10:00 launch.sweep (local): python -m spos_jax.main
+      I0101 00:10:01.000000 7 train.py:348] epoch 0.25/2 step 1/8 loss 2.3 ETA 3m30s
+        warnings.warn('a library talks')
+      ''')
+  line = local.last_log_line(log)
+  assert line.startswith('epoch 0.25/2 step 1/8')
+  assert local.phase(line) == 'epoch 0.25/2, ETA 3m30s'
+  assert local.phase(local.last_log_line('=== header\n')) == 'starting'
+  assert local.phase('x' * 300, width=20) == 'x' * 17 + '...'
 
 
 @pytest.mark.parametrize('args, message', [
@@ -150,13 +283,30 @@ def test_local_failed_run_is_reported_and_the_others_run(tmp_path, env):
     (['--sweep=configs/sweeps/fig4.py', '--root={tmp}', '--only=^x-'],
      'matches no run; the runs are: s-all s-mask_none'),
     (['--sweep=configs/sweeps/fig4.py', '--root={tmp}/file/runs'], 'is not writable'),
+    (['--sweep=configs/sweeps/fig2.py', '--root={tmp}', '--backend=slurm',
+      '--config.bench.path={tmp}/nope.csv'],
+     "run s-all: bench.path='{tmp}/nope.csv': no such bench file"),
+    (['--sweep=configs/sweeps/fig2.py', '--root={tmp}', '--backend=slurm',
+      '--config.bench.path={tmp}'], "run s-all: bench.path='{tmp}' is a directory"),
 ])
 def test_bad_input_is_one_line_and_status_2(tmp_path, env, args, message):
   (tmp_path / 'file').write_text('')
   result = launch(*(a.format(tmp=tmp_path) for a in args), '--dry_run', env=env, timeout=60)
   assert result.returncode == 2
-  assert message in result.stderr
-  assert 'Traceback' not in result.stderr
+  assert message.format(tmp=tmp_path) in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+  assert not list(tmp_path.glob('*.sbatch')), 'a script was written'
+
+
+@pytest.mark.parametrize('value', ['builtin', '', 'none', 'table.csv'])
+def test_bench_paths_that_jobs_accept(tmp_path, monkeypatch, value):
+  """The packaged table, no ranking, or an existing file (relative to the launch folder)."""
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / 'table.csv').write_text('index,arch,cifar10_test\n')
+  sweep = plan.load_sweep(str(REPO / 'configs/sweeps/fig2.py'))
+  jobs = plan.jobs_for(sweep, str(tmp_path / 'runs'), plan.size_configs(sweep),
+                       {'bench.path': value})
+  assert [job.config.bench.path for job in jobs] == [value, value]
 
 
 @pytest.mark.parametrize('overrides, message', [
@@ -272,7 +422,7 @@ def test_real_slurm_submission(tmp_path, env):
   root = tmp_path / 'runs'
   sweep = write_sweep(tmp_path, [('one', {})])
   result = launch('--sweep', sweep, '--root', root, '--backend=slurm', '--wait',
-                  '--gpus_per_run=0', *TINY_FLAGS, env=env)
+                  '--gpus_per_run=0', '--config.bench.path=none', *TINY_FLAGS, env=env)
   assert result.returncode == 0, result.stdout + result.stderr
   assert 'summary: 1 done' in result.stdout
   assert (root / 'one' / 'TRAINED').exists()
@@ -283,8 +433,8 @@ def test_real_slurm_submission(tmp_path, env):
 def test_finished_means_results_of_this_very_config(tmp_path):
   sweep = plan.load_sweep(str(REPO / 'configs/sweeps/fig2.py'))
   sizes = plan.size_configs(sweep)
-  ranked = plan.jobs_for(sweep, str(tmp_path / 'a'), sizes, {'bench.path': 'table.csv'})[0]
-  trained = plan.jobs_for(sweep, str(tmp_path / 'b'), sizes, {})[0]
+  ranked = plan.jobs_for(sweep, str(tmp_path / 'a'), sizes, {'bench.path': 'builtin'})[0]
+  trained = plan.jobs_for(sweep, str(tmp_path / 'b'), sizes, NO_BENCH)[0]
   for job, done_file in ((ranked, 'results/running-groups/metrics.json'), (trained, 'TRAINED')):
     workdir = Path(job.workdir)
     assert not plan.is_finished(job)  # no folder yet

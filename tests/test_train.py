@@ -41,6 +41,64 @@ def _assert_close(a, b, rtol, atol, what=''):
     np.testing.assert_allclose(la[k], lb[k], rtol=rtol, atol=atol, err_msg=f'{what} {k}')
 
 
+# How close is close for two fp32 computations of the same values that differ only
+# in summation order (the fair group vs the reference micro-steps, vmap vs lax.map,
+# or another CPU's vector width). Each compared value is its start (initial weight,
+# running statistic; 0 for the momentum and the loss) plus a change accumulated
+# from sums: a conv-kernel gradient entry sums over every pixel of the micro-batch
+# (B*32*32 at the stem) and over the K micro-batches of the group, for each step.
+# Reordering a sum of N terms of scale s moves it by about eps*sqrt(N)*s (rounding
+# errors add as a random walk), and storing the value rounds it by eps*|value|:
+#   tol(leaf) = FP32_SAFETY * eps32 * (max|value| + sqrt(N) * s)
+# with N the largest such count and s the scale of the summed terms: the change
+# max|value - start| (the terms of a gradient sum are of the size of the sum), but
+# for a BN running mean the activations' spread sqrt(max running var): their mean
+# can be near 0 while each term is not. FP32_SAFETY covers the tails over
+# thousands of entries and error carried through the layers; on this project's
+# 2-core CPU the largest difference of every equivalence test is under a tenth of
+# its tolerance, and a wrong computation (a micro-batch repeated instead of
+# another, the mean instead of the sum, seeds swapped) is off by orders of
+# magnitude in most leaves (_assert_not_fp32_close).
+FP32_SAFETY = 10.0
+
+
+def _summed_terms(config, steps: int) -> int:
+  """Most terms summed into one compared value: pixels of a group's micro-batches."""
+  return steps * config_lib.group_size(config) * config.train.batch_size * 32 * 32
+
+
+def _fp32_mismatches(a, b, terms: int, start=None) -> dict[str, float]:
+  """{leaf: max|a - b| / tolerance} of the leaves of `a` farther from `b` than fp32
+  summation order explains (see FP32_SAFETY); `start`: the values before the steps."""
+  la, lb = _leaves(a), _leaves(b)
+  ls = _leaves(start) if start is not None else {k: np.zeros_like(v) for k, v in lb.items()}
+  assert la.keys() == lb.keys() == ls.keys()
+  eps = float(np.finfo(np.float32).eps)
+  out = {}
+  for k in la:
+    ref = lb[k].astype(np.float64)
+    term_scale = np.abs(ref - ls[k]).max()
+    running_var = lb.get(k[:-len('mean')] + 'var') if k.endswith('/mean') else None
+    if running_var is not None:
+      term_scale = max(term_scale, float(np.sqrt(np.abs(running_var).max())))
+    tol = FP32_SAFETY * eps * (np.abs(ref).max() + np.sqrt(terms) * term_scale)
+    error = float(np.abs(la[k].astype(np.float64) - ref).max())
+    if not error <= tol:  # NaN counts as a mismatch
+      out[k] = error / tol if tol else float('inf')
+  return out
+
+
+def _assert_fp32_close(a, b, terms: int, start=None, what=''):
+  mismatches = _fp32_mismatches(a, b, terms, start)
+  assert not mismatches, f'{what}: error / tolerance of the leaves off: {mismatches}'
+
+
+def _assert_not_fp32_close(a, b, terms: int, start=None, what=''):
+  """The comparison must catch a wrong computation: most leaves off, not one."""
+  mismatches = _fp32_mismatches(a, b, terms, start)
+  assert len(mismatches) > len(_leaves(b)) // 2, f'{what}: only {sorted(mismatches)} caught'
+
+
 def _max_change(a, b):
   return max(float(np.abs(x - y).max()) for x, y in zip(_leaves(a).values(), _leaves(b).values()))
 
@@ -125,21 +183,28 @@ def test_fair_group_step_equals_multisteps_reference(base, tiny_config, tiny_dat
   micro = fast_jit(functools.partial(train.reference_micro_step, config, model, tx_multi))
 
   fair = state
-  ref = state.replace(opt_state=tx_multi.init(state.params))
+  ref = wrong = state.replace(opt_state=tx_multi.init(state.params))
   for step in range(2):
     fair, metrics = fast(fair, tiny_data)
     before = ref.params
     for member in range(k):
       ref, _ = micro(ref, tiny_data, member)
+      # The deliberately wrong reference: member 0's micro-batch twice, member k-1's never.
+      wrong, _ = micro(wrong, tiny_data, 0 if member == k - 1 else member)
       if member < k - 1:  # MultiSteps only accumulates until the group is complete
         assert _max_change(ref.params, before) == 0
     assert int(fair.step) == step + 1 and int(ref.step) == (step + 1) * k
     assert bool(metrics['finite'])
   assert _max_change(fair.params, state.params) > 1e-4  # the steps did move the weights
-  _assert_close(fair.params, ref.params, rtol=1e-5, atol=1e-6, what='params')
-  _assert_close(fair.batch_stats, ref.batch_stats, rtol=1e-5, atol=1e-6, what='batch_stats')
-  _assert_close(_trace(fair.opt_state), _trace(ref.opt_state.inner_opt_state), rtol=1e-5,
-                atol=1e-6, what='momentum')
+  terms = _summed_terms(config, steps=2)
+  for name, (got, expected, wrong_one, start) in {
+      'params': (fair.params, ref.params, wrong.params, state.params),
+      'batch_stats': (fair.batch_stats, ref.batch_stats, wrong.batch_stats, state.batch_stats),
+      'momentum': (_trace(fair.opt_state), _trace(ref.opt_state.inner_opt_state),
+                   _trace(wrong.opt_state.inner_opt_state), None),
+  }.items():
+    _assert_fp32_close(got, expected, terms, start, what=name)
+    _assert_not_fp32_close(got, wrong_one, terms, start, what=f'{name} (micro-batch repeated)')
   assert int(ref.opt_state.gradient_step) == 2 and int(ref.opt_state.mini_step) == 0
 
 
@@ -166,13 +231,18 @@ def test_seeds_one_after_another_equal_seeds_in_parallel(two_seeds, tiny_data):
   for parallel, chunk in chunks.items():
     ends[parallel] = chunk(train.init_states(model, tx, config.seeds), tiny_data)
   (par, par_metrics), (seq, seq_metrics) = ends[True], ends[False]
-  assert _max_change(par.params, jax.tree.map(lambda a: a[::-1], par.params)) > 1e-4
-  _assert_close(seq.params, par.params, rtol=1e-5, atol=1e-6, what='params')
-  _assert_close(seq.batch_stats, par.batch_stats, rtol=1e-5, atol=1e-6, what='batch_stats')
-  # The momentum holds the raw gradient: a few of its small entries differ by ~6e-6.
-  _assert_close(_trace(seq.opt_state), _trace(par.opt_state), rtol=1e-5, atol=2e-5,
-                what='momentum')
-  np.testing.assert_allclose(seq_metrics['loss'], par_metrics['loss'], rtol=1e-5)
+  start = train.init_states(model, tx, config.seeds)
+  terms = _summed_terms(config, steps=1)
+  swapped = lambda tree: jax.tree.map(lambda a: a[::-1], tree)  # a step that mixed up seeds
+  for name, (got, expected, begin) in {
+      'params': (seq.params, par.params, start.params),
+      'batch_stats': (seq.batch_stats, par.batch_stats, start.batch_stats),
+      'momentum': (_trace(seq.opt_state), _trace(par.opt_state), None),
+  }.items():
+    _assert_fp32_close(got, expected, terms, begin, what=name)
+    _assert_not_fp32_close(got, swapped(expected), terms,
+                           None if begin is None else swapped(begin), what=f'{name} (swapped)')
+  _assert_fp32_close(seq_metrics['loss'], par_metrics['loss'], terms, what='loss')
 
 
 def test_seeds_train_one_after_another_when_all_at_once_would_not_fit(
@@ -221,10 +291,15 @@ def test_fair_group_step_equals_hand_summed_gradients(base, tiny_data):
   by_hand = optax.apply_updates(state.params, updates)
 
   fast, _ = fast_jit(functools.partial(train.fair_group_step, config, model, tx))(state, tiny_data)
-  _assert_close(fast.params, by_hand, rtol=1e-5, atol=1e-6, what='params')
-  _assert_close(fast.batch_stats, stats, rtol=1e-5, atol=1e-6, what='batch_stats')
-  # Summed, not averaged: the mean would move the weights 1/K as far.
+  terms = _summed_terms(config, steps=1)
+  _assert_fp32_close(fast.params, by_hand, terms, state.params, what='params')
+  _assert_fp32_close(fast.batch_stats, stats, terms, state.batch_stats, what='batch_stats')
+  # Summed, not averaged: the mean would move the weights 1/K as far, and the
+  # comparison must tell them apart.
   assert _max_change(by_hand, state.params) > 1e-4
+  updates, _ = tx.update(jax.tree.map(lambda g: g / k, total), state.opt_state, state.params)
+  by_hand_mean = optax.apply_updates(state.params, updates)
+  _assert_not_fp32_close(fast.params, by_hand_mean, terms, state.params, what='params (mean)')
 
 
 def test_uniform_sampling_steps_every_micro_batch(base, tiny_config, tiny_data):
