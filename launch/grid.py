@@ -8,6 +8,8 @@ size-variant-subset and are stable, so that sweeps sharing a --root share runs:
   m-mask_none+avg_pool_3x3       medium, Zero and Pool masked
   s-lt_skip-mask_none            small, Linear Transformer on skip, Zero masked
   s-uniform-all-seed3            one seed of a run (launch.sweep --split_seeds)
+  s-fewshot_e0-all               small, few-shot sub-networks split on edge 0
+  s-proxies-mask_none            small, zero-cost proxies at init, Zero masked
 
 Subsets are tuples of masked op names (spos_jax.space.OPS); () masks nothing.
 """
@@ -34,6 +36,10 @@ VARIANTS = {
     'warmup': {'train.warmup_epochs': 5.0},
     'clip': {'train.clip_norm': 5.0},
     'autoaug_ls': {'train.augment': 'autoaugment', 'train.label_smoothing': 0.1},
+    # Beyond the paper: zero-cost proxies at init over the whole (masked) space, and
+    # few-shot super-networks split on edge E (fewshot.epochs more epochs each).
+    'proxies': {'method': 'proxies', 'eval.scope': 'all', 'train.precision': 'fp32'},
+    **{f'fewshot_e{edge}': {'fewshot.split_edge': edge} for edge in range(space.NUM_EDGES)},
 }
 
 

@@ -1,5 +1,8 @@
 """Orbax checkpoints of the train state (all seeds) in WORKDIR/checkpoints.
 
+The few-shot phase (fewshot.py) keeps its own in WORKDIR/checkpoints_fewshot, with
+its own marker (FEWSHOT_TRAINED) and quarantine folder, under the same rules.
+
 Orbax writes each step into a temporary folder and renames it when complete, so a
 crash during a save never leaves a newest checkpoint that looks finished; the
 leftover temporary folder is removed when the checkpoints are next opened.
@@ -87,12 +90,19 @@ def checksum_mismatch(recorded: dict[str, str], restored: dict[str, str]) -> str
 
 
 class Checkpointer:
-  """Save every K steps and at the end, keep the newest few, restore the newest."""
+  """Save every K steps and at the end, keep the newest few, restore the newest.
 
-  def __init__(self, workdir: str, keep: int):
+  folder: the checkpoints' folder in workdir (unreadable ones go to
+  '<folder>_unreadable'); marker: the finished marker that names this folder's
+  final step (withdrawn when that step is set aside).
+  """
+
+  def __init__(self, workdir: str, keep: int, folder: str = workdir_lib.CHECKPOINTS_FOLDER,
+               marker: str = workdir_lib.TRAINED_MARKER):
     self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, 'checkpoints')
-    self.quarantine = os.path.join(self.workdir, 'checkpoints_unreadable')
+    self.directory = os.path.join(self.workdir, folder)
+    self.quarantine = os.path.join(self.workdir, f'{folder}_unreadable')
+    self.marker = marker
     self._keep = keep
     self._manager = self._open()
 
@@ -206,9 +216,10 @@ class Checkpointer:
 
     An unreadable or damaged checkpoint is reported, and the one before it is tried
     (each with a fresh orbax manager); once one restores, the unreadable newer ones
-    are moved to checkpoints_unreadable/, and TRAINED is withdrawn if it named one
-    of them. When none can be read the run refuses to start rather than train from
-    scratch over the old files, and moves nothing.
+    are moved to the quarantine folder (checkpoints_unreadable/), and the marker
+    (TRAINED) is withdrawn if it named one of them. When none can be read the run
+    refuses to start rather than train from scratch over the old files, and moves
+    nothing.
     """
     failures = []
     for step in sorted(self._manager.all_steps(), reverse=True):
@@ -232,8 +243,8 @@ class Checkpointer:
 
   def _set_aside(self, steps) -> None:
     """Move unreadable checkpoints out of the way (kept for inspection), so the
-    resumed run can save those steps again; withdraw TRAINED if its step is one."""
-    trained = workdir_lib.trained_step(self.workdir)
+    resumed run can save those steps again; withdraw the marker if its step is one."""
+    trained = workdir_lib.trained_step(self.workdir, self.marker)
     self._manager.close()
     os.makedirs(self.quarantine, exist_ok=True)
     for step in steps:
@@ -244,7 +255,7 @@ class Checkpointer:
     self._manager = self._open()
     if trained in steps:
       workdir_lib.withdraw_trained(
-          self.workdir, f'the final checkpoint of step {trained} was unreadable')
+          self.workdir, f'the final checkpoint of step {trained} was unreadable', self.marker)
 
   def close(self) -> None:
     self._manager.close()

@@ -17,11 +17,15 @@ DATA_SOURCES = data.SOURCES
 DATASETS = tuple(data.DATASETS)
 BN_MODES = ('running', 'batch', 'recalibrate')
 EVAL_SCOPES = ('groups', 'all')
+FEWSHOT_OFF = -1  # fewshot.split_edge of a one-shot-only run
+METHODS = ('supernet', 'proxies')
+PROXY_NAMES = ('synflow', 'jacob_cov', 'snip', 'grad_norm')  # proxies.py computes them
 
 # Keys that do not change what a run computes; a resumed run may differ in them.
 RESUMABLE_KEYS = (
     'train.log_every_steps', 'train.checkpoint_every_steps', 'train.keep_checkpoints',
     'train.steps_per_dispatch', 'data.path', 'data.tfds_data_dir', 'data.cache_dir',
+    'proxies.archs_per_call',
     'eval.', 'bench.',
 )
 
@@ -33,6 +37,9 @@ class ConfigError(ValueError):
 def base_config() -> ml_collections.ConfigDict:
   """SPEC 2-6 defaults: the small super-network (C=32, N=2), 250 epochs, 5 seeds."""
   c = ml_collections.ConfigDict()
+  # 'supernet': train the super-network, then rank the archs by its accuracy (the
+  # paper); 'proxies': rank them by zero-cost proxies at initialisation, no training
+  c.method = 'supernet'
   c.seeds = (0, 1, 2, 3, 4)  # every seed trains in parallel (vmapped) in one run
 
   c.model = ml_collections.ConfigDict()
@@ -97,7 +104,34 @@ def base_config() -> ml_collections.ConfigDict:
   # e.g. from `python -m spos_jax.bench convert`); '' or 'none' = no ranking
   c.bench.path = bench.BUILTIN
   c.bench.metric = ''  # ranking column; '' = the data set's (cifar10_test, cifar100_test, ...)
+
+  # Few-shot super-networks (Zhao et al. 2021; fewshot.py), trained after the one-shot run.
+  c.fewshot = ml_collections.ConfigDict()
+  c.fewshot.split_edge = FEWSHOT_OFF  # -1 = off; 0..5: one sub-network per allowed op there
+  c.fewshot.epochs = 50  # epochs each sub-network trains from the one-shot weights (own cosine)
+  c.fewshot.sub_networks_in_parallel = False  # vmap them: the split edge runs every op (more FLOPs)
+
+  # Zero-cost proxies at initialisation (proxies.py), the job of method='proxies'.
+  c.proxies = ml_collections.ConfigDict()
+  c.proxies.names = 'synflow,jacob_cov,snip,grad_norm'  # comma list, one results folder each
+  c.proxies.batch_size = 64  # training images of the one batch every arch sees (eval.random_seed)
+  c.proxies.archs_per_call = 16  # archs per jitted, vmapped call (speed only)
   return c
+
+
+def proxy_names(config) -> tuple[str, ...]:
+  """The zero-cost proxies a method='proxies' run scores, in the order given."""
+  return tuple(n.strip() for n in str(config.proxies.names).split(',') if n.strip())
+
+
+def fewshot_enabled(config) -> bool:
+  """Whether the run splits its trained super-network on an edge (fewshot.split_edge).
+
+  ConfigError unless split_edge is an edge index (0..5) or FEWSHOT_OFF: the one rule
+  for the field, which validate and fewshot.split_edge both apply.
+  """
+  _check_int('fewshot.split_edge', config.fewshot.split_edge, FEWSHOT_OFF, space.NUM_EDGES - 1)
+  return config.fewshot.split_edge != FEWSHOT_OFF
 
 
 def bench_metric(config) -> str:
@@ -263,6 +297,19 @@ def validate(config) -> None:
     raise ConfigError(f'eval.top_ns must be strictly increasing, got {top_ns}')
   _check_int('eval.random_size', e.random_size, 1)
   _check_int('eval.random_seed', e.random_seed, 0)
+  _check_choice('method', config.method, METHODS)
+  names = proxy_names(config)
+  unknown = [n for n in names if n not in PROXY_NAMES]
+  if unknown or not names:
+    raise ConfigError(f'proxies.names={config.proxies.names!r}: give a comma list of '
+                      f'{", ".join(PROXY_NAMES)}')
+  _check_int('proxies.batch_size', config.proxies.batch_size, 2)
+  _check_int('proxies.archs_per_call', config.proxies.archs_per_call, 1)
+  if fewshot_enabled(config) and config.method == 'proxies':  # checks fewshot.split_edge
+    raise ConfigError('method=proxies scores archs at initialisation: it trains no '
+                      'super-network to split; set fewshot.split_edge=-1')
+  _check_int('fewshot.epochs', config.fewshot.epochs, 1)
+  # fewshot.sub_networks_in_parallel: a bool, which the locked ConfigDict enforces
 
 
 def flatten(config) -> dict:

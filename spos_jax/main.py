@@ -22,6 +22,7 @@ import jax
 from ml_collections import config_flags
 
 from spos_jax import cli
+from spos_jax import fewshot
 from spos_jax import preemption
 from spos_jax import run
 from spos_jax import train
@@ -53,5 +54,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(cli.reporting_user_errors(main, (train.DivergenceError, run.EvaluationError)),
+  app.run(cli.reporting_user_errors(
+      main, (train.DivergenceError, run.EvaluationError, fewshot.FewShotError)),
           flags_parser=cli.parse_flags)

@@ -1,6 +1,6 @@
 """The NB201 single-path super-network (SPEC 2-3) as Flax modules.
 
-One module serves three uses, with identical parameter names:
+One module serves four uses, with identical parameter names:
   * single path: images [B, H, W, 3] and a path [6] (shared topology) or
     [num_cells, 6] (unshared); each edge runs its sampled op through `nn.switch`.
     This is the straightforward reference.
@@ -13,6 +13,9 @@ One module serves three uses, with identical parameter names:
     result equals K separate single-path forwards.
   * stand-alone: `fixed_arch` set; each edge owns only its one op and `path` is
     unused. Its parameters are a subset of the super-network's.
+  * split (few-shot sub-network, fewshot.py): `split_edge` set; that edge of every
+    cell runs one op `split_op` on all members (`Edge.same`) and the other five
+    edges form the fair group. Same parameters as the super-network.
 With `scan_cells` the N identical cells of a stage run as one `nn.scan` (a smaller
 graph to compile); their variables carry a leading [N] axis (`stack_cells`).
 """
@@ -132,8 +135,9 @@ class PoolOp(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     del train
-    y = nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
-                    count_include_pad=not self.exclude_padding)
+    # Flax pools only [B, H, W, C] with explicit padding; a split edge passes [K, B, ...].
+    y = _flat_leading(lambda h: nn.avg_pool(h, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
+                                            count_include_pad=not self.exclude_padding), x)
     y = y.astype(x.dtype)  # the padding-excluding divisor is fp32; keep the compute dtype
     if self.linear_transformer:
       y = _conv(self.features, 1, dtype=self.dtype)(y)
@@ -201,6 +205,19 @@ class Edge(nn.Module):
     position = _op_positions(self.op_indices)[op]
     return nn.switch(position, branches, self, x)
 
+  def same(self, x, op, train: bool):
+    """x [K, B, H, W, C], every member on the same op (a split edge, few-shot).
+
+    A Python int op runs that op alone (static); a traced scalar selects it with
+    `nn.switch`, a real conditional as long as op is not batched (under `vmap`
+    over sub-networks it becomes a select that computes every op).
+    """
+    if isinstance(op, (int, np.integer)) and not self.is_initializing():
+      if op not in self.op_indices:
+        raise ValueError(f'split op {space.OPS[op]} is not an allowed op of this edge')
+      return self.ops[space.OPS[int(op)]](x, train)
+    return self.single(x, op, train)
+
   def group(self, x, ops, train: bool):
     """x [K, B, H, W, C]; ops [K] a permutation of op_indices (member k's op)."""
     if x.shape[0] != len(self.op_indices):
@@ -253,9 +270,10 @@ class Cell(nn.Module):
   bn_momentum: float
   bn_capture: bool
   dtype: Any
+  split_edge: int | None = None  # few-shot: this edge runs split_op, not the path's op
 
   @nn.compact
-  def __call__(self, x, path, train: bool, grouped: bool):
+  def __call__(self, x, path, train: bool, grouped: bool, split_op=None):
     nodes = [x]
     for node in range(1, space.NUM_NODES):
       incoming = []
@@ -268,6 +286,8 @@ class Cell(nn.Module):
                     self.dtype, name=f'edge_{to}_{frm}')
         if self.fixed_arch is not None:
           incoming.append(edge.fixed(nodes[frm], train))
+        elif e == self.split_edge and split_op is not None:
+          incoming.append(edge.same(nodes[frm], split_op, train))
         elif grouped:
           incoming.append(edge.group(nodes[frm], path[..., e], train))
         else:
@@ -282,8 +302,8 @@ class ScanStep(Cell):
   train: bool = False
   grouped: bool = False
 
-  def __call__(self, x, path):  # pylint: disable=arguments-differ
-    return super().__call__(x, path, self.train, self.grouped), None
+  def __call__(self, x, path, split_op=None):  # pylint: disable=arguments-differ
+    return super().__call__(x, path, self.train, self.grouped, split_op), None
 
 
 class ReductionBlock(nn.Module):
@@ -323,15 +343,27 @@ class SuperNet(nn.Module):
   bn_capture: bool = False
   scan_cells: bool = False
   dtype: Any = jnp.float32
+  # Few-shot sub-networks (fewshot.py): the edge every member of a group shares, and
+  # its op when static (scoring one sub-network); else the call's split_op (traced).
+  split_edge: int | None = None
+  split_op: int | None = None
 
   @property
   def num_cells(self) -> int:
     return 3 * self.cells_per_stage
 
   @nn.compact
-  def __call__(self, images, path=None, *, train: bool):
-    """Logits [B, classes] (single path, stand-alone) or [K, B, classes] (fair group)."""
+  def __call__(self, images, path=None, *, train: bool, split_op=None):
+    """Logits [B, classes] (single path, stand-alone) or [K, B, classes] (fair group).
+
+    With split_edge set, edge split_edge of every cell runs split_op (a traced
+    scalar, else the split_op attribute) on all members and ignores the path's op
+    there: the other edges form the fair group, as in a few-shot sub-network.
+    """
     grouped = images.ndim == 5
+    split_op = self.split_op if split_op is None else split_op
+    if self.split_edge is not None and split_op is None and grouped:
+      raise ValueError('a fair group on a split super-network needs split_op')
     if self.fixed_arch is None and path is None:
       raise ValueError('the super-network needs a path (or set fixed_arch)')
     if self.fixed_arch is not None and grouped:
@@ -349,21 +381,22 @@ class SuperNet(nn.Module):
                            name=f'reduction_{stage}')(x, train)
       cell_args = (features, None if self.fixed_arch else tuple(self.allowed_ops),
                    self.fixed_arch, self.lt_skip, self.lt_pool, self.pool_exclude_padding,
-                   self.node_reduction, self.bn_momentum, self.bn_capture, self.dtype)
+                   self.node_reduction, self.bn_momentum, self.bn_capture, self.dtype,
+                   self.split_edge)
       if self.scan_cells:
-        x = self._scanned_stage(cell_args, stage, x, path, unshared, train, grouped)
+        x = self._scanned_stage(cell_args, stage, x, path, unshared, train, grouped, split_op)
         continue
       first = stage * self.cells_per_stage
       for i in range(self.cells_per_stage):
         cell_path = None
         if path is not None:
           cell_path = path[..., first + i, :] if unshared else path
-        x = Cell(*cell_args, name=f'cell_{stage}_{i}')(x, cell_path, train, grouped)
+        x = Cell(*cell_args, name=f'cell_{stage}_{i}')(x, cell_path, train, grouped, split_op)
     x = nn.relu(bn('head_bn')(x, train))
     x = x.astype(jnp.float32).mean(axis=(-3, -2))
     return nn.Dense(self.num_classes, kernel_init=torch_default_init, name='classifier')(x)
 
-  def _scanned_stage(self, cell_args, stage, x, path, unshared, train, grouped):
+  def _scanned_stage(self, cell_args, stage, x, path, unshared, train, grouped, split_op):
     """The N identical cells of a stage as one `nn.scan` (one cell in the graph).
 
     Variables get a leading [N] axis (`stack_cells` converts from the unrolled
@@ -377,9 +410,12 @@ class SuperNet(nn.Module):
       cell_paths = jnp.moveaxis(path[..., first:first + n, :], -2, 0)
     else:
       cell_paths = jnp.broadcast_to(path, (n,) + path.shape)
+    split = () if split_op is None else (split_op,)  # the same op in every cell
     scan = nn.scan(ScanStep, variable_axes={'params': 0, 'batch_stats': 0},
-                   split_rngs={'params': True}, in_axes=0, length=n)
-    x, _ = scan(*cell_args, train=train, grouped=grouped, name=f'cells_{stage}')(x, cell_paths)
+                   split_rngs={'params': True}, in_axes=(0, nn.broadcast) if split else 0,
+                   length=n)
+    x, _ = scan(*cell_args, train=train, grouped=grouped, name=f'cells_{stage}')(
+        x, cell_paths, *split)
     return x
 
 

@@ -16,6 +16,7 @@ re-scores a finished run through `rescore`.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -23,9 +24,13 @@ import time
 from absl import logging
 import numpy as np
 
+from spos_jax import augment
 from spos_jax import bench as bench_lib
 from spos_jax import checkpoint
 from spos_jax import config as config_lib
+from spos_jax import data as data_lib
+from spos_jax import fewshot
+from spos_jax import proxies
 from spos_jax import results
 from spos_jax import scoring
 from spos_jax import train as train_lib
@@ -46,9 +51,14 @@ def ranking_bench_path(config) -> str | None:
   return bench_lib.check_path(config.bench.path)
 
 
+@functools.lru_cache(maxsize=4)  # the launcher asks once per run of a sweep
+def _load_table(path: str) -> bench_lib.Bench:
+  return bench_lib.load_bench(path)
+
+
 def load_ranking_bench(config) -> bench_lib.Bench:
   """The bench restricted to the allowed ops; fails fast on a bad file or metric."""
-  bench = bench_lib.load_bench(ranking_bench_path(config))
+  bench = _load_table(ranking_bench_path(config))
   bench.metric(config_lib.bench_metric(config))
   return bench_lib.restrict(bench, config_lib.allowed_ops(config))
 
@@ -132,18 +142,22 @@ def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = F
   _check_space_for_results(config, workdir, len(rows))
   if data is None:
     data = train_lib.load_device_data(config)
-  model = train_lib.create_model(config)
+  fewshot_run = config_lib.fewshot_enabled(config)
+  # A few-shot run scores each arch with the sub-network that holds its split op.
+  model = (fewshot.create_model if fewshot_run else train_lib.create_model)(config)
+  seed_variables = fewshot.seed_variables if fewshot_run else scoring.seed_variables
+  score_archs = fewshot.score_archs if fewshot_run else scoring.score_archs
   recal = (scoring.recalibration_images(config, data)
            if config.eval.bn_mode == 'recalibrate' else None)
   seeds = tuple(config.seeds)
-  step = int(np.asarray(states.step)[0])
+  step = train_lib.step_of(states)
   scores = np.zeros((len(seeds), len(rows)))
   logging.info('scoring %d archs x %d seeds of step %d (%s)', len(rows), len(seeds), step,
                name)
   start = time.time()
   for i, seed in enumerate(seeds):
-    params, batch_stats = scoring.seed_variables(states, i)
-    scores[i] = scoring.score_archs(
+    params, batch_stats = seed_variables(states, i)
+    scores[i] = score_archs(
         config, model, params, batch_stats, bench.archs[rows], data, recal,
         report=_scoring_progress(seed, i, len(seeds), start))
     logging.info('seed %d: scored %d archs', seed, len(rows))
@@ -168,8 +182,18 @@ def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = F
   return summary
 
 
+def final_marker(config) -> str:
+  """The marker of a finished run: TRAINED, or FEWSHOT_TRAINED for a few-shot run."""
+  return (workdir_lib.FEWSHOT_TRAINED_MARKER if config_lib.fewshot_enabled(config)
+          else workdir_lib.TRAINED_MARKER)
+
+
 def restore_trained_states(config, workdir: str):
-  """The train states of exactly the step TRAINED names, and the data; refuses otherwise."""
+  """The train states of exactly the step TRAINED (FEWSHOT_TRAINED) names, and the
+  data; refuses otherwise."""
+  if config_lib.fewshot_enabled(config):
+    data = train_lib.load_device_data(config)
+    return fewshot.restore_fewshot_states(config, workdir, data), data
   step = workdir_lib.trained_step(workdir)
   if step is None:
     raise EvaluationError(f'{workdir} holds no finished training run (no '
@@ -199,14 +223,136 @@ def _print_stored_summary(config, workdir: str) -> None:
 
 def _finished(config, workdir: str) -> bool:
   """Training finished (TRAINED) and the results of this evaluation are on disk."""
-  return workdir_lib.trained_step(workdir) is not None and results_complete(config, workdir)
+  return (workdir_lib.trained_step(workdir, final_marker(config)) is not None
+          and results_complete(config, workdir))
+
+
+def is_finished(config, workdir: str) -> bool:
+  """Nothing left to do for config in workdir: what the sweep launcher skips.
+
+  The run folder holds this config's run (differing results-changing keys: not
+  finished; main then refuses it, naming them), trained, and, when it ranks, the
+  results of this very evaluation (other settings: not finished; main refuses them).
+  """
+  try:
+    saved = workdir_lib.load_config_record(workdir)
+  except workdir_lib.WorkdirError:
+    return False
+  if not isinstance(saved, dict):
+    return False
+  config = config_lib.adopt_recorded(config, saved)
+  if config_lib.differing_keys(saved, config_lib.flatten(config)):
+    return False
+  if config.method == 'proxies':
+    return not _pending_proxies(config, workdir, load_ranking_bench(config))
+  if ranking_bench_path(config) is None:
+    return workdir_lib.trained_step(workdir, final_marker(config)) is not None
+  return (_finished(config, workdir)
+          and not evaluation_differences(config, workdir, load_ranking_bench(config)))
+
+
+def proxy_results_folder(workdir: str, name: str) -> str:
+  return os.path.join(workdir, 'results', f'proxy-{name}')
+
+
+def _pending_proxies(config, workdir: str, bench, refuse_others: bool = False) -> list[str]:
+  """The proxies without results; results of other settings are pending too, or
+  refused (EvaluationError naming the difference) with refuse_others."""
+  top_ns = tuple(n for n in config.eval.top_ns if n <= len(bench))
+  pending = []
+  for name in config_lib.proxy_names(config):
+    folder = proxy_results_folder(workdir, name)
+    differences = results.identity_differences(folder, config, bench.sha256, top_ns)
+    if differences and refuse_others:
+      raise EvaluationError(f'{folder} holds scores of other settings '
+                            f'({"; ".join(differences)}); use another --workdir')
+    if differences or not os.path.exists(os.path.join(folder, results.METRICS_FILE)):
+      pending.append(name)
+  return pending
+
+
+def score_proxies(config, workdir: str) -> dict[str, dict]:
+  """method='proxies': score the archs with zero-cost proxies at initialisation.
+
+  Every seed is one super-network init (proxies.initial_variables), every arch its
+  stand-alone subset of it, every arch the same batch of proxies.batch_size training
+  images drawn by eval.random_seed; eval.scope picks the archs (configs/proxies.py:
+  the whole allowed space). One results folder per proxy, results/proxy-<name>/, with
+  the files and metrics of a super-network run. Returns {name: metrics}.
+  """
+  config_lib.validate(config)
+  if ranking_bench_path(config) is None:
+    raise config_lib.ConfigError(f'method=proxies ranks archs: bench.path='
+                                 f'{config.bench.path!r} turns ranking off')
+  bench = load_ranking_bench(config)
+  workdir_lib.check_same_run(workdir, config)
+  rows, groups, top_ns = scored_rows(config, bench)
+  top_config = config.copy_and_resolve_references()
+  with top_config.unlocked():
+    top_config.eval.top_ns = top_ns
+  pending = _pending_proxies(config, workdir, bench, refuse_others=True)
+  summaries = {}
+  with workdir_lib.lock(workdir):
+    workdir_lib.prepare(workdir, config)
+    if pending:
+      _check_space_for_results(config, workdir, len(rows) * len(pending))
+      summaries = _write_proxy_results(config, top_config, workdir, bench, rows, groups,
+                                       pending)
+  for name in config_lib.proxy_names(config):
+    if name not in summaries:
+      folder = proxy_results_folder(workdir, name)
+      with open(os.path.join(folder, results.METRICS_FILE)) as f:
+        summaries[name] = json.load(f)
+      print(results.format_summary(summaries[name], folder), flush=True)
+  return summaries
+
+
+def _write_proxy_results(config, top_config, workdir, bench, rows, groups, names):
+  """Score `names` with every seed's init; write and print each proxy's results."""
+  data = train_lib.load_device_data(config)
+  # One layer per cell in grad_norm: the unrolled cells (proxies refuse scan_cells).
+  model = train_lib.create_model(config, scan_cells=False)
+  images, labels = proxies.proxy_batch(np.asarray(data.train_images),
+                                       np.asarray(data.train_labels),
+                                       config.proxies.batch_size, config.eval.random_seed)
+  images = augment.eval_images(images, stats=data_lib.channel_stats(config.data.dataset))
+  seeds = tuple(config.seeds)
+  scores = {name: np.zeros((len(seeds), len(rows))) for name in names}
+  logging.info('scoring %d archs x %d seeds with %s at initialisation', len(rows),
+               len(seeds), ', '.join(names))
+  start = time.time()
+  for i, seed in enumerate(seeds):
+    by_name = proxies.score_archs(model, bench.archs[rows], images, labels, names, seed,
+                                  config.proxies.archs_per_call)
+    for name in names:
+      scores[name][i] = by_name[name]
+    logging.info('seed %d: %d archs scored', seed, len(rows))
+  rate = len(seeds) * len(rows) / (time.time() - start)
+  summaries = {}
+  for name in names:
+    folder = proxy_results_folder(workdir, name)
+    try:
+      summaries[name] = results.write(
+          folder, config=top_config, bench=bench, seeds=seeds, indices=bench.indices[rows],
+          arch_strings=bench.arch_strings[rows], scores=scores[name],
+          truth=bench.metric(config_lib.bench_metric(config))[rows], groups=groups,
+          evaluated_archs_per_second=rate, score_column=results.PROXY_COLUMN,
+          score_name=name)
+    except workdir_lib.DiskFullError as e:
+      workdir_lib.record_failure(workdir, e)
+      raise
+    print(results.format_summary(summaries[name], folder), flush=True)
+  return summaries
 
 
 def train_and_evaluate(config, workdir: str) -> dict | None:
   """The main job: train all seeds, then rank the bench's archs with each.
 
-  Returns the results' metrics (None when ranking is off).
+  Returns the results' metrics (None when ranking is off). method='proxies' scores
+  zero-cost proxies instead (score_proxies).
   """
+  if config.method == 'proxies':
+    return score_proxies(config, workdir)
   saved = workdir_lib.load_config_record(workdir)
   if saved is not None:  # an 'auto' data source reads what the run read before
     config = config_lib.adopt_recorded(config, saved)
@@ -224,6 +370,8 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   with workdir_lib.lock(workdir):
     data = train_lib.load_device_data(config)
     states = train_lib.train(config, workdir, data)
+    if config_lib.fewshot_enabled(config):  # then split it and train the sub-networks
+      states = fewshot.train_fewshot(config, workdir, data, states)
     if not ranking:
       logging.info('bench.path=%r: training only, no ranking', config.bench.path)
       return None

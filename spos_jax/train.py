@@ -273,23 +273,20 @@ def make_train_chunk(config, model, tx, num_steps: int, chunk: int, mesh=None,
   return jax.jit(one_step if chunk == 1 else scanned, donate_argnums=0)
 
 
-def compile_train_chunk(config, model, tx, num_steps: int, states, data, mesh=None):
-  """(compiled train chunk, seeds_in_parallel): the seeds step one after another
-  when all at once would not fit the device.
+def compile_fitting(make_chunk: Callable[[bool], Callable], states, data, what: str,
+                    num_seeds: int) -> tuple[Callable, bool]:
+  """(compiled make_chunk(seeds_in_parallel), seeds_in_parallel): the seeds step one
+  after another when all at once would not fit the device.
 
-  Memory that does not suffice even for one seed at a time is a DeviceMemoryError
-  naming the estimate and the limit, before anything runs.
+  what: the work, for messages ('training 5 seeds of C=32 N=2 at batch 256'). Memory
+  that does not suffice even for one seed at a time is a DeviceMemoryError naming
+  the estimate and the limit, before anything runs.
   """
-  chunk = min(config.train.steps_per_dispatch, num_steps)
-
   def compiled(seeds_in_parallel):
-    return make_train_chunk(config, model, tx, num_steps, chunk, mesh,
-                            seeds_in_parallel).lower(states, data).compile()
-  what = (f'training {len(config.seeds)} seeds of C={config.model.channels} '
-          f'N={config.model.cells_per_stage} at batch {config.train.batch_size}')
+    return make_chunk(seeds_in_parallel).lower(states, data).compile()
   parallel = True
   train_chunk = compiled(parallel)
-  if len(config.seeds) > 1 and not memory.fits(train_chunk):
+  if num_seeds > 1 and not memory.fits(train_chunk):
     logging.warning('%s needs an estimated %.1f GiB, over the device limit of %.1f GiB: '
                     'the seeds train one after another', what,
                     memory.estimate_bytes(train_chunk) / 2**30,
@@ -304,6 +301,21 @@ def compile_train_chunk(config, model, tx, num_steps: int, states, data, mesh=No
   return train_chunk, parallel
 
 
+def training_description(config) -> str:
+  return (f'training {len(config.seeds)} seeds of C={config.model.channels} '
+          f'N={config.model.cells_per_stage} at batch {config.train.batch_size}')
+
+
+def compile_train_chunk(config, model, tx, num_steps: int, states, data, mesh=None):
+  """(compiled train chunk, seeds_in_parallel) of the one-shot step (compile_fitting)."""
+  chunk = min(config.train.steps_per_dispatch, num_steps)
+
+  def make_chunk(seeds_in_parallel):
+    return make_train_chunk(config, model, tx, num_steps, chunk, mesh, seeds_in_parallel)
+  return compile_fitting(make_chunk, states, data, training_description(config),
+                         len(config.seeds))
+
+
 def format_eta(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   h, rest = divmod(seconds, 3600)
@@ -314,15 +326,23 @@ class DivergenceError(RuntimeError):
   """A non-finite loss or gradient; the last good checkpoint is kept."""
 
 
-def _check_finite(metrics, step_before: int, config, workdir):
-  """Stop on the first non-finite loss or gradient of a chunk (nothing is saved)."""
+def _check_finite(metrics, step_before: int, config, workdir, member_names=()):
+  """Stop on the first non-finite loss or gradient of a chunk (nothing is saved).
+
+  metrics [steps, seeds] or [steps, seeds, members] (few-shot: one column per
+  sub-network, member_names saying which); the message names the step, the seed
+  and the member.
+  """
   bad = np.asarray(metrics['valid'], bool) & ~np.asarray(metrics['finite'], bool)
   if not bad.any():
     return
-  step_row, seed_col = np.argwhere(bad)[0]
+  step_row, seed_col, *member = np.argwhere(bad)[0]
   step = step_before + int(step_row) + 1
-  seed = tuple(config.seeds)[int(seed_col)]
-  message = (f'non-finite loss or gradient at optimizer step {step}, seed {seed} '
+  where = f'seed {tuple(config.seeds)[int(seed_col)]}'
+  if member:
+    j = int(member[0])
+    where += ', ' + (member_names[j] if j < len(member_names) else f'member {j}')
+  message = (f'non-finite loss or gradient at optimizer step {step}, {where} '
              f'(lr={config.train.lr}, precision={config.train.precision}, '
              f'masked_ops={config.space.masked_ops!r}); the last good checkpoint is kept')
   workdir_lib.mark_failed(workdir, message)
@@ -344,28 +364,106 @@ def load_device_data(config) -> data_lib.DeviceData:
   return data
 
 
-def _log_progress(writer, config, metrics, *, step, num_steps, rate, lr, epoch) -> None:
-  """Console line and TensorBoard scalars from a chunk's metrics [steps, seeds]."""
-  valid = np.asarray(metrics['valid'], bool)[:, 0]
-  losses = np.asarray(metrics['loss'])[valid]
+def _per_seed(values) -> np.ndarray:
+  """[steps, seeds, *members] -> [steps, seeds]: the mean over the members."""
+  values = np.asarray(values)
+  return values.reshape(values.shape[:2] + (-1,)).mean(-1)
+
+
+def _log_progress(writer, config, metrics, *, step, num_steps, rate, lr, epoch,
+                  images_per_step, tb_prefix='train', log_prefix='') -> None:
+  """Console line and TensorBoard scalars from a chunk's metrics [steps, seeds, *members]
+  (the members, few-shot sub-networks, averaged)."""
+  valid = _per_seed(np.asarray(metrics['valid'], bool))[:, 0] == 1  # all members valid
+  losses = _per_seed(metrics['loss'])[valid]
   loss = float(losses.mean())
-  acc = 100.0 * float(np.asarray(metrics['accuracy'])[valid].mean())  # percent, as scoring
-  images_left = (num_steps - step) * images_per_step(config)
-  logging.info('epoch %.2f/%d step %d/%d loss %.4f acc %.1f%% lr %.5f %.0f img/s ETA %s',
-               epoch, config.train.epochs, step, num_steps, loss, acc, lr, rate,
+  acc = 100.0 * float(_per_seed(metrics['accuracy'])[valid].mean())  # percent, as scoring
+  images_left = (num_steps - step) * images_per_step
+  logging.info('%sepoch %.2f/%d step %d/%d loss %.4f acc %.1f%% lr %.5f %.0f img/s ETA %s',
+               log_prefix, epoch, config.train.epochs, step, num_steps, loss, acc, lr, rate,
                format_eta(images_left / max(rate, 1e-9)))
-  writer.add_scalar('train/loss', loss, step)
-  writer.add_scalar('train/accuracy_percent', acc, step)
-  writer.add_scalar('train/learning_rate', lr, step)
-  writer.add_scalar('train/images_per_second', rate, step)
+  writer.add_scalar(f'{tb_prefix}/loss', loss, step)
+  writer.add_scalar(f'{tb_prefix}/accuracy_percent', acc, step)
+  writer.add_scalar(f'{tb_prefix}/learning_rate', lr, step)
+  writer.add_scalar(f'{tb_prefix}/images_per_second', rate, step)
   for i, seed in enumerate(config.seeds):
-    writer.add_scalar(f'train/loss_seed_{seed}', float(losses[:, i].mean()), step)
+    writer.add_scalar(f'{tb_prefix}/loss_seed_{seed}', float(losses[:, i].mean()), step)
   writer.flush()
 
 
-def images_per_step(config) -> int:
-  """Training images of one optimizer step, all seeds together."""
-  return len(config.seeds) * config_lib.group_size(config) * config.train.batch_size
+def images_per_step(config, states) -> int:
+  """Training images of one optimizer step: a group for each seed (and sub-network)."""
+  return int(np.size(states.step)) * config_lib.group_size(config) * config.train.batch_size
+
+
+def step_of(states) -> int:
+  """The optimizer step of stacked states (all seeds, and sub-networks, step together)."""
+  return int(np.asarray(states.step).reshape(-1)[0])
+
+
+def train_loop(config, workdir: str, states, data: data_lib.DeviceData,
+               compile_chunk: Callable, ckpt: checkpoint.Checkpointer, *, what: str,
+               stop_after_steps: int | None = None, member_names=(), tb_prefix='train',
+               log_prefix='') -> TrainState:
+  """Train `states` (fresh or restored) to total_steps(config): the loop of both phases.
+
+  compile_chunk(states, data) -> the compiled chunk (states, data) -> (states,
+  metrics [steps, seeds, *members]); called only when there are steps to train.
+  Logs a console line with an ETA and TensorBoard scalars (tb_prefix/...) every
+  train.log_every_steps; saves with `ckpt` every train.checkpoint_every_steps and
+  at the end; a non-finite loss or gradient writes FAILED naming the step, seed
+  and member (member_names) and raises DivergenceError; SIGTERM or SIGUSR1 save at
+  the next step boundary and raise Preempted; the final step writes ckpt.marker.
+  stop_after_steps ends the call early (tests, time-limited jobs). Closes ckpt.
+  what: the step being compiled, for the log ('the train step (5 seeds)').
+  """
+  num_steps = total_steps(config, data.num_train)
+  schedule = learning_rate_schedule(config, data.num_train)
+  micro_per_epoch = steps_per_epoch(config, data.num_train)
+  step_images = images_per_step(config, states)
+  writer = workdir_lib.summary_writer(workdir)
+  step = step_of(states)
+  if step:
+    logging.info('%sresumed from step %d of %d', log_prefix, step, num_steps)
+  last_saved = last_logged = step
+  try:
+    with preemption.PreemptionWatcher() as watcher:
+      train_chunk = None
+      while step < num_steps and (stop_after_steps is None or step < stop_after_steps):
+        if train_chunk is None:  # a finished phase compiles nothing
+          logging.info('%scompiling %s; about a minute on a GPU, a few on a CPU',
+                       log_prefix, what)
+          compile_start = time.time()
+          train_chunk = compile_chunk(states, data)
+          logging.info('%scompiled in %.0f s', log_prefix, time.time() - compile_start)
+          last_log_time = time.time()
+        step_before = step
+        states, metrics = train_chunk(states, data)
+        metrics = jax.device_get(metrics)
+        _check_finite(metrics, step_before, config, workdir, member_names)
+        step = step_of(states)
+        if step - last_logged >= config.train.log_every_steps or step == num_steps:
+          now = time.time()
+          rate = (step - last_logged) * step_images / max(now - last_log_time, 1e-9)
+          _log_progress(writer, config, metrics, step=step, num_steps=num_steps, rate=rate,
+                        lr=float(schedule(step - 1)),
+                        epoch=step * config_lib.group_size(config) / micro_per_epoch,
+                        images_per_step=step_images, tb_prefix=tb_prefix,
+                        log_prefix=log_prefix)
+          last_logged, last_log_time = step, now
+        if step - last_saved >= config.train.checkpoint_every_steps or step == num_steps:
+          ckpt.save(step, states)
+          last_saved = step
+        if watcher.requested:
+          ckpt.save(step, states)
+          raise preemption.Preempted(step, watcher.signal_name)
+    ckpt.save(step, states)
+  finally:
+    ckpt.close()
+    writer.close()
+  if step == num_steps:
+    workdir_lib.mark_trained(workdir, step, ckpt.marker)
+  return states
 
 
 def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
@@ -391,46 +489,9 @@ def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
     sharding.check_batch_size(config.train.batch_size, mesh)
     logging.info('data parallel over %d devices', mesh.size)
     states, data = sharding.replicate((states, data), mesh)
-  logging.info('compiling the train step (%d seeds; about a minute on a GPU, a few on a CPU)',
-               len(config.seeds))
-  compile_start = time.time()
-  train_chunk, _ = compile_train_chunk(config, model, tx, num_steps, states, data, mesh)
-  logging.info('compiled in %.0f s', time.time() - compile_start)
-  schedule = learning_rate_schedule(config, data.num_train)
-  micro_per_epoch = steps_per_epoch(config, data.num_train)
-  writer = workdir_lib.summary_writer(workdir)
-  step = int(np.asarray(states.step)[0])
-  if step:
-    logging.info('resumed from step %d of %d', step, num_steps)
-  last_saved = last_logged = step
-  last_log_time = time.time()
-  with preemption.PreemptionWatcher() as watcher:
-    while step < num_steps and (stop_after_steps is None or step < stop_after_steps):
-      step_before = step
-      states, metrics = train_chunk(states, data)
-      metrics = jax.device_get(metrics)
-      _check_finite(metrics, step_before, config, workdir)
-      step = int(np.asarray(states.step)[0])
-      if step - last_logged >= config.train.log_every_steps or step == num_steps:
-        now = time.time()
-        rate = (step - last_logged) * images_per_step(config) / max(now - last_log_time,
-                                                                         1e-9)
-        _log_progress(writer, config, metrics, step=step, num_steps=num_steps, rate=rate,
-                      lr=float(schedule(step - 1)),
-                      epoch=step * config_lib.group_size(config) / micro_per_epoch)
-        last_logged, last_log_time = step, now
-      if step - last_saved >= config.train.checkpoint_every_steps or step == num_steps:
-        ckpt.save(step, states)
-        last_saved = step
-      if watcher.requested:
-        ckpt.save(step, states)
-        ckpt.close()
-        writer.close()
-        raise preemption.Preempted(step, watcher.signal_name)
-  ckpt.save(step, states)
-  ckpt.close()
-  writer.close()
-  if step == num_steps:
-    workdir_lib.mark_trained(workdir, step)
-  return states
 
+  def compile_chunk(states, data):
+    return compile_train_chunk(config, model, tx, num_steps, states, data, mesh)[0]
+  return train_loop(config, workdir, states, data, compile_chunk, ckpt,
+                    what=f'the train step ({len(config.seeds)} seeds)',
+                    stop_after_steps=stop_after_steps)

@@ -5,6 +5,8 @@ WORKDIR/config.json   the resolved config (a rerun with other results-changing
 WORKDIR/run_info.json package versions, device, git commit, data split seed
 WORKDIR/TRAINED       written when training finished (holds the final step); FAILED
                       holds why a run stopped
+WORKDIR/FEWSHOT_TRAINED  the same for the few-shot phase (fewshot.py), whose
+                      checkpoints live in checkpoints_fewshot/
 WORKDIR/tb/           TensorBoard event files
 WORKDIR/.lock         flock'ed by the one process working on the run (lock())
 
@@ -39,6 +41,11 @@ from spos_jax import config as config_lib
 CONFIG_FILE = 'config.json'
 RUN_INFO_FILE = 'run_info.json'
 TRAINED_MARKER = 'TRAINED'
+FEWSHOT_TRAINED_MARKER = 'FEWSHOT_TRAINED'
+CHECKPOINTS_FOLDER = 'checkpoints'
+FEWSHOT_CHECKPOINTS_FOLDER = 'checkpoints_fewshot'
+# Folders whose contents make a workdir a run of its config.json (check_same_run).
+WORK_FOLDERS = (CHECKPOINTS_FOLDER, FEWSHOT_CHECKPOINTS_FOLDER, 'results')
 FAILED_MARKER = 'FAILED'
 LOCK_FILE = '.lock'
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -215,7 +222,7 @@ def check_same_run(workdir: str, config) -> None:
   """
   saved = load_config_record(workdir)
   has_work = any(os.path.isdir(os.path.join(workdir, sub)) and os.listdir(
-      os.path.join(workdir, sub)) for sub in ('checkpoints', 'results'))
+      os.path.join(workdir, sub)) for sub in WORK_FOLDERS)
   if saved is None and has_work:
     raise WorkdirError(f'{workdir} holds checkpoints or results but no {CONFIG_FILE}; '
                        f'refusing to mix runs')
@@ -329,21 +336,22 @@ def record_failure(workdir: str, error: BaseException) -> None:
                     os.path.join(workdir, FAILED_MARKER), e)
 
 
-def mark_trained(workdir: str, step: int) -> None:
+def mark_trained(workdir: str, step: int, marker: str = TRAINED_MARKER) -> None:
+  """Write marker (TRAINED, or FEWSHOT_TRAINED for the few-shot phase) naming step."""
   try:
-    write_text_atomic(os.path.join(workdir, TRAINED_MARKER), f'{step}\n')
+    write_text_atomic(os.path.join(workdir, marker), f'{step}\n')
   except DiskFullError as e:
     record_failure(workdir, e)
     raise
 
 
-def is_trained(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, TRAINED_MARKER))
+def is_trained(workdir: str, marker: str = TRAINED_MARKER) -> bool:
+  return os.path.exists(os.path.join(workdir, marker))
 
 
-def trained_step(workdir: str) -> int | None:
-  """The final step TRAINED names; None when training has not finished."""
-  path = os.path.join(workdir, TRAINED_MARKER)
+def trained_step(workdir: str, marker: str = TRAINED_MARKER) -> int | None:
+  """The final step the marker names; None when that training has not finished."""
+  path = os.path.join(workdir, marker)
   try:
     with open(path) as f:
       text = f.read()
@@ -358,9 +366,9 @@ def trained_step(workdir: str) -> int | None:
                        f'and rerun spos_jax.main to finish the run') from None
 
 
-def withdraw_trained(workdir: str, why: str) -> None:
-  """Remove TRAINED (its final checkpoint is gone), so that a rerun retrains."""
-  path = os.path.join(workdir, TRAINED_MARKER)
+def withdraw_trained(workdir: str, why: str, marker: str = TRAINED_MARKER) -> None:
+  """Remove the marker (its final checkpoint is gone), so that a rerun retrains."""
+  path = os.path.join(workdir, marker)
   if os.path.exists(path):
     os.remove(path)
     logging.warning('removed %s: %s; rerunning spos_jax.main retrains the last steps',

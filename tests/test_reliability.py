@@ -562,8 +562,10 @@ def test_run_records_versions_device_commit_split_config_and_bench_hash(referenc
   table_sha256 = hashlib.sha256(TABLE.read_bytes()).hexdigest()
   if 'bench_sha256' in info:  # recorded at the start of the run, too
     assert info['bench_sha256'] == table_sha256
+  # config.json holds what 'auto' and '' resolved to (the data source, the bench column).
   assert json.loads(read(os.path.join(wd, workdir_lib.CONFIG_FILE))) == \
-      json.loads(json.dumps(config_lib.flatten(config)))
+      json.loads(json.dumps(config_lib.flatten(config_lib.resolved(config))))
+  assert info['data_source'] == config_lib.data_source(config)
   metrics = json.loads(read(os.path.join(wd, 'results', RESULTS, results.METRICS_FILE)))
   assert metrics['bench']['sha256'] == table_sha256
   assert metrics['bench']['path'] == str(TABLE)

@@ -175,3 +175,74 @@ def test_a_second_process_on_the_same_workdir_is_refused(tmp_path, monkeypatch):
   finally:
     holder.kill()
     holder.wait()
+
+
+def test_is_finished_only_for_the_same_config_and_evaluation(copy):
+  """What the sweep launcher skips: not a run whose results hold other settings."""
+  assert run_lib.is_finished(run_config(), copy)
+  assert not run_lib.is_finished(run_config(**{'eval.random_size': 21}), copy)
+  assert not run_lib.is_finished(run_config(**{'bench.metric': 'cifar10_valid_12ep'}), copy)
+  assert not run_lib.is_finished(run_config(**{'train.lr': 0.5}), copy)
+  assert run_lib.is_finished(run_config(**{'eval.groups_per_call': 2}), copy)  # speed only
+  os.remove(os.path.join(copy, workdir_lib.TRAINED_MARKER))
+  assert not run_lib.is_finished(run_config(), copy)
+
+
+def test_proxies_job_scores_the_whole_masked_space_into_one_folder_per_proxy(tmp_path, capsys):
+  """method='proxies' end to end: results/proxy-<name>/ with the usual files; a rerun
+  only prints them."""
+  workdir = str(tmp_path / 'proxies')
+  config = run_config(**{'method': 'proxies', 'seeds': (0, 1), 'eval.scope': 'all',
+                         'space.masked_ops': 'none,avg_pool_3x3,nor_conv_1x1',
+                         'proxies.names': 'snip,synflow', 'proxies.batch_size': 8})
+  summaries = run_lib.train_and_evaluate(config, workdir)
+  assert sorted(summaries) == ['snip', 'synflow']
+  for name, summary in summaries.items():
+    folder = run_lib.proxy_results_folder(workdir, name)
+    assert summary['score'] == {'column': results.PROXY_COLUMN, 'kind': 'proxy', 'name': name}
+    assert summary['groups']['all']['n']['mean'] == 2 ** 6  # skip and 3x3 conv only
+    assert summary['seeds'] == [0, 1]
+    with open(os.path.join(folder, results.PREDICTIONS_FILE)) as f:
+      assert len(f.read().splitlines()) == 1 + 2 * 2 ** 6
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
+  capsys.readouterr()
+  again = run_lib.train_and_evaluate(config, workdir)
+  assert again['snip'] == summaries['snip']
+  assert 'proxy' in capsys.readouterr().out
+
+
+def test_config_knows_the_proxies_that_proxies_computes():
+  from spos_jax import proxies  # pylint: disable=g-import-not-at-top
+  assert config_lib.PROXY_NAMES == proxies.PROXY_NAMES
+
+
+def test_proxies_run_is_finished_when_every_proxy_has_its_results(tmp_path):
+  workdir = str(tmp_path / 'proxies')
+  config = run_config(**{'method': 'proxies', 'eval.scope': 'all',
+                         'space.masked_ops': 'none,avg_pool_3x3,nor_conv_1x1',
+                         'proxies.names': 'grad_norm', 'proxies.batch_size': 4})
+  assert not run_lib.is_finished(config, workdir)
+  run_lib.train_and_evaluate(config, workdir)
+  assert run_lib.is_finished(config, workdir)
+  assert not run_lib.is_finished(run_config(**dict(config_lib.flatten(config),
+                                                   **{'eval.random_seed': 5})), workdir)
+
+
+def test_few_shot_run_end_to_end_scores_with_the_sub_networks(tmp_path, capsys):
+  """The main job with fewshot.split_edge: one-shot training, the few-shot phase, then
+  each arch scored by its sub-network; a rerun only prints the results."""
+  workdir = str(tmp_path / 'fewshot')
+  config = run_config(**{'space.masked_ops': 'none,avg_pool_3x3,nor_conv_1x1',
+                         'fewshot.split_edge': 3, 'fewshot.epochs': 1, 'train.epochs': 1,
+                         'eval.scope': 'all'})
+  summary = run_lib.train_and_evaluate(config, workdir)
+  final = workdir_lib.trained_step(workdir, workdir_lib.FEWSHOT_TRAINED_MARKER)
+  assert final is not None and summary['scored_step'] == final
+  assert os.listdir(os.path.join(workdir, workdir_lib.FEWSHOT_CHECKPOINTS_FOLDER))
+  assert summary['groups']['all']['n']['mean'] == 2 ** 6
+  assert run_lib.is_finished(config, workdir)
+  capsys.readouterr()
+  assert run_lib.train_and_evaluate(config, workdir) is None
+  assert 'Kendall' in capsys.readouterr().out
+  with pytest.raises(config_lib.ConfigError, match='set fewshot.split_edge=-1'):
+    config_lib.validate(run_config(**{'method': 'proxies', 'fewshot.split_edge': 3}))

@@ -35,6 +35,8 @@ EXPECTED_RUNS = {
     'fig7': 32,
     # Fig. 11-13: left column (6) x {no LT, LT skip} x {small C=32, wide C=96} = 6 x 2 x 2.
     'fig11': 24,
+    # Beyond the paper: {all, Zero, Zero+Pool masked} x {one-shot, few-shot e0, proxies}, small.
+    'beyond': 9,
 }
 
 
@@ -69,7 +71,7 @@ def test_run_count_and_unique_readable_names(name):
   assert len(names) == EXPECTED_RUNS[name]
   assert len(set(names)) == len(names)
   for run in sweep.runs:
-    assert re.fullmatch(r'[smw](-[a-z_]+)?-(all|mask_[a-z0-9_+]+)', run.name), run.name
+    assert re.fullmatch(r'[smw](-[a-z0-9_]+)?-(all|mask_[a-z0-9_+]+)', run.name), run.name
     assert run.name.startswith(run.size + '-')
 
 
@@ -160,8 +162,9 @@ def test_shared_runs_have_the_same_overrides_in_every_sweep():
       assert seen.setdefault(run.name, run) == run, (path, run)
   # Fig. 4 (26; Fig. 2's 2 among them) + Fig. 5's LT runs (12) + Fig. 6's variations (60)
   # + Fig. 7's new subsets (6 x 2) + Fig. 11's wide runs (12) and small LT runs outside
-  # Fig. 5's subsets (4).
-  assert len(seen) == 26 + 12 + 60 + 12 + 12 + 4
+  # Fig. 5's subsets (4) + the beyond sweep's few-shot and proxy runs (6; its one-shot
+  # runs are Fig. 4's and Fig. 5's).
+  assert len(seen) == 26 + 12 + 60 + 12 + 12 + 4 + 6
 
 
 def test_split_seeds():
@@ -175,3 +178,11 @@ def test_names_use_nb201_op_names_in_index_order():
   assert grid.subset_name(grid.masked('avg_pool_3x3', 'none')) == 'mask_none+avg_pool_3x3'
   assert grid.subset_overrides((POOL, ZERO)) == {'space.masked_ops': 'none,avg_pool_3x3'}
   assert grid.run('m', (), 'lt_skip').name == 'm-lt_skip-all'
+
+
+def test_beyond_runs_one_shot_few_shot_and_proxies_on_the_same_subsets():
+  runs = {run.name: run for run in load('beyond').runs}
+  assert runs['s-all'].overrides == {}  # Fig. 4's run, shared
+  assert runs['s-fewshot_e0-mask_none'].overrides == {'space.masked_ops': 'none',
+                                                      'fewshot.split_edge': 0}
+  assert runs['s-proxies-mask_none+avg_pool_3x3'].overrides['method'] == 'proxies'
