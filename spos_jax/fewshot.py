@@ -56,7 +56,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from spos_jax import augment
 from spos_jax import checkpoint
 from spos_jax import config as config_lib
 from spos_jax import data as data_lib
@@ -156,16 +155,6 @@ def group_inputs(config, data: data_lib.DeviceData, seed, sub, step):
   return data.train_images[indices], data.train_labels[indices], paths, aug_keys
 
 
-def _apply_update(state, tx, grads, new_stats, loss, correct, count):
-  """tx on the summed gradient; the metrics of train.fair_group_step."""
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  metrics = dict(loss=loss, accuracy=correct / count,
-                 grad_norm=optax.tree_utils.tree_norm(grads))
-  metrics['finite'] = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
-  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       batch_stats=new_stats, opt_state=opt_state), metrics
-
-
 def sub_network_step(config, model, tx, state: train.TrainState, data, sub):
   """One optimizer step of sub-network `sub` (one seed): its whole group in one graph.
 
@@ -174,8 +163,7 @@ def sub_network_step(config, model, tx, state: train.TrainState, data, sub):
   train.fair_group_step. Loss = sum of the micro-batch mean losses.
   """
   images, labels, paths, aug_keys = group_inputs(config, data, state.seed, sub, state.step)
-  x = jax.vmap(lambda key, im: augment.augment_batch(key, im, config.train.augment))(
-      aug_keys, images)
+  x = train.augment_members(config, aug_keys, images)
   op = jnp.asarray(split_ops(config))[sub]
   grouped = config.sampling.method == 'fair'
 
@@ -190,7 +178,7 @@ def sub_network_step(config, model, tx, state: train.TrainState, data, sub):
 
   grads, (new_stats, logits, per_member) = jax.grad(loss_fn, has_aux=True)(state.params)
   correct = (logits.argmax(-1) == labels).sum()
-  return _apply_update(state, tx, grads, new_stats, per_member.mean(), correct, labels.size)
+  return train.finish_step(state, tx, grads, new_stats, per_member.mean(), correct, labels.size)
 
 
 def reference_micro_step(config, model, tx_multi, state: train.TrainState, data, sub, member):
@@ -203,7 +191,7 @@ def reference_micro_step(config, model, tx_multi, state: train.TrainState, data,
   """
   k = config_lib.group_size(config)
   images, labels, paths, aug_keys = group_inputs(config, data, state.seed, sub, state.step // k)
-  x = augment.augment_batch(aug_keys[member], images[member], config.train.augment)
+  x = train.augment_micro_batch(config, aug_keys[member], images[member])
 
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
@@ -214,7 +202,7 @@ def reference_micro_step(config, model, tx_multi, state: train.TrainState, data,
 
   (loss, (new_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   correct = (logits.argmax(-1) == labels[member]).sum()
-  return _apply_update(state, tx_multi, grads, new_stats, loss, correct, labels[member].size)
+  return train.finish_step(state, tx_multi, grads, new_stats, loss, correct, labels[member].size)
 
 
 def make_train_chunk(config, model, tx, num_steps: int, chunk: int, *,
@@ -222,8 +210,8 @@ def make_train_chunk(config, model, tx, num_steps: int, chunk: int, *,
                      seeds_in_parallel: bool = True) -> Callable:
   """jit(states [seeds, J, ...], data) -> (states, metrics [chunk, seeds, J]).
 
-  As train.make_train_chunk (chunk > 1 scans steps, those past num_steps skipped
-  and marked invalid). The sub-networks of a seed step one after another
+  As train.make_train_chunk (train.chunked: chunk > 1 scans steps, those past
+  num_steps skipped and marked invalid). The sub-networks of a seed step one after another
   (lax.map: the split edge computes only its op) or, with
   sub_networks_in_parallel, together (vmap: the split edge computes every op).
   """
@@ -236,30 +224,7 @@ def make_train_chunk(config, model, tx, num_steps: int, chunk: int, *,
       return jax.vmap(step, in_axes=(0, None, 0))(sub_states, data, subs)
     return jax.lax.map(lambda args: step(args[0], data, args[1]), (sub_states, subs))
 
-  if seeds_in_parallel:
-    step_fn = jax.vmap(one_seed, in_axes=(0, None))
-  else:
-    step_fn = lambda states, data: jax.lax.map(lambda s: one_seed(s, data), states)
-
-  def run(states, data):
-    new_states, metrics = step_fn(states, data)
-    return new_states, dict(metrics, valid=jnp.ones_like(metrics['finite']))
-
-  def one_step(states, data):
-    new_states, metrics = run(states, data)
-    return new_states, jax.tree.map(lambda m: m[None], metrics)
-
-  def scanned(states, data):
-    def body(states, _):
-      def skip(states):
-        shapes = jax.eval_shape(run, states, data)[1]
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        return states, zeros  # valid = 0
-      return jax.lax.cond(states.step.reshape(-1)[0] < num_steps,
-                          lambda s: run(s, data), skip, states)
-    return jax.lax.scan(body, states, None, length=chunk)
-
-  return jax.jit(one_step if chunk == 1 else scanned, donate_argnums=0)
+  return train.chunked(train.over_seeds(one_seed, seeds_in_parallel), num_steps, chunk)
 
 
 def sub_network_of(config, archs: np.ndarray) -> np.ndarray:

@@ -166,12 +166,13 @@ def augment_micro_batch(config, key, images):
                                stats=data_lib.channel_stats(config.data.dataset))
 
 
-def _augment_members(config, keys, images):
+def augment_members(config, keys, images):
   """Augment each micro-batch with its own key: [K, B, ...] uint8 -> float."""
   return jax.vmap(functools.partial(augment_micro_batch, config))(keys, images)
 
 
-def _finish_step(state, tx, grads, new_stats, loss, correct, count):
+def finish_step(state, tx, grads, new_stats, loss, correct, count):
+  """tx on the (summed) gradient, the step counter, and the metrics of one step."""
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   metrics = dict(loss=loss, accuracy=correct / count,
                  grad_norm=optax.tree_utils.tree_norm(grads))
@@ -191,7 +192,7 @@ def fair_group_step(config, model, tx, state: TrainState, data,
   images, labels, paths, aug_keys = group_inputs(config, data, state.seed, state.step)
   images = sharding.split_batch(images, mesh, batch_axis=1)
   labels = sharding.split_batch(labels, mesh, batch_axis=1)
-  x = _augment_members(config, aug_keys, images)
+  x = augment_members(config, aug_keys, images)
   grouped = config.sampling.method == 'fair'
 
   def loss_fn(params):
@@ -207,7 +208,7 @@ def fair_group_step(config, model, tx, state: TrainState, data,
 
   grads, (new_stats, logits, per_member) = jax.grad(loss_fn, has_aux=True)(state.params)
   correct = (logits.argmax(-1) == labels).sum()
-  return _finish_step(state, tx, grads, new_stats, per_member.mean(), correct, labels.size)
+  return finish_step(state, tx, grads, new_stats, per_member.mean(), correct, labels.size)
 
 
 def reference_micro_step(config, model, tx_multi, state: TrainState, data, member):
@@ -230,47 +231,56 @@ def reference_micro_step(config, model, tx_multi, state: TrainState, data, membe
 
   (loss, (new_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   correct = (logits.argmax(-1) == labels[member]).sum()
-  return _finish_step(state, tx_multi, grads, new_stats, loss, correct, labels[member].size)
+  return finish_step(state, tx_multi, grads, new_stats, loss, correct, labels[member].size)
 
 
-def make_train_chunk(config, model, tx, num_steps: int, chunk: int, mesh=None,
-                     seeds_in_parallel: bool = True) -> Callable:
-  """jit(states, data) -> (states, metrics [chunk, seeds]) running `chunk` steps.
+def over_seeds(one_seed: Callable, seeds_in_parallel: bool = True) -> Callable:
+  """(states [seeds, ...], data) -> one_seed on every seed: together (vmap) or one
+  after another inside the step (lax.map: the same updates, one seed's memory)."""
+  if seeds_in_parallel:
+    return jax.vmap(one_seed, in_axes=(0, None))
+  return lambda states, data: jax.lax.map(lambda s: one_seed(s, data), states)
+
+
+def chunked(step_fn: Callable, num_steps: int, chunk: int) -> Callable:
+  """jit(states, data) -> (states, metrics [chunk, ...]) running step_fn `chunk` times.
 
   chunk > 1 scans the steps in one dispatch (fewer launches on a GPU); steps past
   num_steps are skipped and marked invalid, so one compiled function serves every
   chunk. chunk == 1 is a plain step: XLA:CPU runs convolutions inside loops about
-  10x slower than outside, so CPU configs dispatch one step at a time. The seeds
-  step together (vmap) or, with seeds_in_parallel=False, one after another inside
-  the step (lax.map: the same updates with one seed's activation memory).
+  10x slower than outside, so CPU configs dispatch one step at a time.
   """
-  def one_seed(state, data):
-    return fair_group_step(config, model, tx, state, data, mesh)
+  # Jitted, the step is traced once for both branches of the scan's cond (the skip
+  # branch's eval_shape hits jit's trace cache): half the small step's trace time.
+  step_fn = jax.jit(step_fn)
 
-  if seeds_in_parallel:
-    step_fn = jax.vmap(one_seed, in_axes=(0, None))
-  else:
-    step_fn = lambda states, data: jax.lax.map(lambda s: one_seed(s, data), states)
+  def run(states, data):
+    new_states, metrics = step_fn(states, data)
+    return new_states, dict(metrics, valid=jnp.ones_like(metrics['finite']))
 
   def one_step(states, data):
-    new_states, metrics = step_fn(states, data)
-    return new_states, jax.tree.map(lambda m: m[None], dict(
-        metrics, valid=jnp.ones_like(metrics['finite'])))
+    new_states, metrics = run(states, data)
+    return new_states, jax.tree.map(lambda m: m[None], metrics)
 
   def scanned(states, data):
     def body(states, _):
-      def run(states):
-        new_states, metrics = step_fn(states, data)
-        return new_states, dict(metrics, valid=jnp.ones_like(metrics['finite']))
-
       def skip(states):
-        shapes = jax.eval_shape(step_fn, states, data)[1]
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        return states, dict(zeros, valid=jnp.zeros_like(zeros['finite']))
-      return jax.lax.cond(states.step[0] < num_steps, run, skip, states)
+        shapes = jax.eval_shape(run, states, data)[1]
+        return states, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # invalid
+      return jax.lax.cond(states.step.reshape(-1)[0] < num_steps, lambda s: run(s, data),
+                          skip, states)
     return jax.lax.scan(body, states, None, length=chunk)
 
   return jax.jit(one_step if chunk == 1 else scanned, donate_argnums=0)
+
+
+def make_train_chunk(config, model, tx, num_steps: int, chunk: int, mesh=None,
+                     seeds_in_parallel: bool = True) -> Callable:
+  """jit(states, data) -> (states, metrics [chunk, seeds]) running `chunk` fair-group
+  steps of every seed (`chunked`, `over_seeds`)."""
+  def one_seed(state, data):
+    return fair_group_step(config, model, tx, state, data, mesh)
+  return chunked(over_seeds(one_seed, seeds_in_parallel), num_steps, chunk)
 
 
 def compile_fitting(make_chunk: Callable[[bool], Callable], states, data, what: str,

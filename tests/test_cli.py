@@ -31,7 +31,8 @@ def test_known_keys_and_other_flags_pass():
 
 
 def test_missing_config_file_lists_the_configs_beside_it():
-  with pytest.raises(config_lib.ConfigError, match='no such config file; configs there: .*small.py'):
+  with pytest.raises(config_lib.ConfigError,
+                     match='no such config file; configs there: .*small.py'):
     cli.check_config_arguments(['main', f'--config={REPO}/configs/nope.py'])
 
 

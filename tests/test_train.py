@@ -221,6 +221,28 @@ def two_seeds(tiny_config, tiny_data):
   return config, model, tx, chunks
 
 
+def test_scanned_chunk_equals_a_single_step_and_skips_past_the_end(two_seeds, tiny_data):
+  """steps_per_dispatch > 1 (GPU configs): a chunk of 2 scanned steps in a run of 1
+  step computes that step as a single-step dispatch does, then skips the second,
+  marks it invalid and leaves the states alone. (One step: later steps drift apart by
+  rounding, see below.)"""
+  config, model, tx, chunks = two_seeds
+  states, metrics = train.make_train_chunk(config, model, tx, 1, 2)(
+      train.init_states(model, tx, config.seeds), tiny_data)
+  np.testing.assert_array_equal(np.asarray(metrics['valid']), [[True, True], [False, False]])
+  np.testing.assert_array_equal(np.asarray(states.step), [1, 1])
+  single, single_metrics = chunks[True](train.init_states(model, tx, config.seeds), tiny_data)
+  np.testing.assert_allclose(np.asarray(metrics['loss'])[0],
+                             np.asarray(single_metrics['loss'])[0], rtol=1e-5)
+  start = train.init_states(model, tx, config.seeds)
+  terms = _summed_terms(config, steps=1)
+  _assert_fp32_close(states.params, single.params, terms, start.params, what='params')
+  _assert_fp32_close(states.batch_stats, single.batch_stats, terms, start.batch_stats,
+                     what='batch_stats')
+  _assert_fp32_close(_trace(states.opt_state), _trace(single.opt_state), terms,
+                     what='momentum')
+
+
 def test_seeds_one_after_another_equal_seeds_in_parallel(two_seeds, tiny_data):
   """lax.map over the seeds (the low-memory step) == vmap over them: params, BN
   statistics, momentum and metrics after a step (fp32). Later steps drift apart
