@@ -24,6 +24,8 @@ from launch import grid
 from launch import local
 from launch import plan
 from spos_jax import config as config_lib
+from spos_jax import results
+from spos_jax import run as run_lib
 
 # ml_collections.config_flags loads config files through the deprecated load_module().
 pytestmark = pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
@@ -435,11 +437,17 @@ def test_finished_means_results_of_this_very_config(tmp_path):
   sizes = plan.size_configs(sweep)
   ranked = plan.jobs_for(sweep, str(tmp_path / 'a'), sizes, {'bench.path': 'builtin'})[0]
   trained = plan.jobs_for(sweep, str(tmp_path / 'b'), sizes, NO_BENCH)[0]
-  for job, done_file in ((ranked, 'results/running-groups/metrics.json'), (trained, 'TRAINED')):
+  bench = run_lib.load_ranking_bench(ranked.config)
+  top_ns = run_lib.scored_rows(ranked.config, bench)[2]
+  evaluation = {'evaluation': results.evaluation_identity(ranked.config, bench.sha256, top_ns)}
+  for job, done_files in (
+      (ranked, {'results/running-groups/metrics.json': json.dumps(evaluation), 'TRAINED': '2'}),
+      (trained, {'TRAINED': '2'})):
     workdir = Path(job.workdir)
     assert not plan.is_finished(job)  # no folder yet
-    (workdir / done_file).parent.mkdir(parents=True)
-    (workdir / done_file).write_text('{}')
+    for done_file, text in done_files.items():
+      (workdir / done_file).parent.mkdir(parents=True, exist_ok=True)
+      (workdir / done_file).write_text(text)
     assert not plan.is_finished(job)  # no config.json
     record = config_lib.flatten(job.config)
     (workdir / 'config.json').write_text(json.dumps(record))
