@@ -11,8 +11,12 @@ uses both. In order, `train_and_evaluate`:
      (resuming from checkpoints), scores the archs the evaluation asks for with
      the exact step TRAINED names and writes the results (results.py);
   4. prints the summary table and where the files are.
-`python -m spos_jax.main` runs `train_and_evaluate`; `python -m spos_jax.evaluate`
-re-scores a finished run through `rescore`.
+A few-shot run (fewshot.split_edge) trains its sub-networks after the one-shot
+phase (fewshot.py) and scores each arch with the sub-network that holds it;
+method='proxies' scores zero-cost proxies at initialisation instead of training
+(proxies.py, `score_proxies`). `python -m spos_jax.main` runs `train_and_evaluate`;
+`python -m spos_jax.evaluate` re-scores a finished run through `rescore`;
+`is_finished` is what the sweep launcher skips.
 """
 from __future__ import annotations
 
