@@ -296,19 +296,10 @@ def _file_sha256(path: str) -> str | None:
     return None
 
 
-def bench_file(value: str) -> str | None:
-  """The file a bench.path value names (bench.resolve_path: 'builtin' -> the
-  packaged table, '' / 'none' -> None); the value itself where that is missing."""
-  resolve = getattr(bench_lib, 'resolve_path', None)
-  if resolve is None:
-    return value or None
-  return resolve(value)
-
-
 def run_info(config) -> dict:
   """What produced this run: versions, device, commit, data split, bench file hash."""
   devices = jax.devices()
-  bench_path = bench_file(config.bench.path)
+  bench_path = bench_lib.resolve_path(config.bench.path)  # builtin: the packaged table
   return dict(
       bench_path=bench_path,
       bench_sha256=_file_sha256(bench_path) if bench_path else None,
