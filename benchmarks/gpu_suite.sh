@@ -25,7 +25,6 @@
 # The device image has jax, flax, optax, orbax, absl, chex, scipy and numpy but not
 # ml_collections (spos_jax.config imports it; tensorboardX and tfds are imported only
 # when used, never here). The session prepares it once, in the repo root:
-#   echo /.device_carry/ >> .git/info/exclude
 #   pip download ml_collections --no-deps -d .device_carry/wheels
 # and runs (carry=['.device_carry']):
 #   bash benchmarks/gpu_suite.sh $OUT .device_carry/wheels
