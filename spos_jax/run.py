@@ -134,6 +134,21 @@ def _scoring_progress(seed, seed_index: int, num_seeds: int, start: float):
   return report
 
 
+def _write_results(workdir: str, folder: str, config, bench, rows, groups, scores, rate,
+                   **score) -> dict:
+  """results.write of the scored bench rows (scores [seeds, rows]); a full disk also
+  writes FAILED, which the writer cannot (it does not know the run folder)."""
+  try:
+    return results.write(
+        folder, config=config, bench=bench, seeds=tuple(config.seeds),
+        indices=bench.indices[rows], arch_strings=bench.arch_strings[rows], scores=scores,
+        truth=bench.metric(config_lib.bench_metric(config))[rows], groups=groups,
+        evaluated_archs_per_second=rate, **score)
+  except workdir_lib.DiskFullError as e:
+    workdir_lib.record_failure(workdir, e)
+    raise
+
+
 def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = False,
                  bench: bench_lib.Bench | None = None) -> dict:
   """Score the bench's archs with every seed's weights; write the results folder."""
@@ -169,15 +184,8 @@ def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = F
   eval_config = config.copy_and_resolve_references()
   with eval_config.unlocked():
     eval_config.eval.top_ns = top_ns
-  try:
-    summary = results.write(
-        folder, config=eval_config, bench=bench, seeds=seeds, indices=bench.indices[rows],
-        arch_strings=bench.arch_strings[rows], scores=scores,
-        truth=bench.metric(config_lib.bench_metric(config))[rows], groups=groups,
-        evaluated_archs_per_second=rate, step=step)
-  except workdir_lib.DiskFullError as e:  # the writer does not know the run folder
-    workdir_lib.record_failure(workdir, e)
-    raise
+  summary = _write_results(workdir, folder, eval_config, bench, rows, groups, scores, rate,
+                           step=step)
   writer = workdir_lib.summary_writer(workdir)
   results.write_tensorboard(writer, name, summary, step)
   writer.close()
@@ -335,16 +343,9 @@ def _write_proxy_results(config, top_config, workdir, bench, rows, groups, names
   summaries = {}
   for name in names:
     folder = proxy_results_folder(workdir, name)
-    try:
-      summaries[name] = results.write(
-          folder, config=top_config, bench=bench, seeds=seeds, indices=bench.indices[rows],
-          arch_strings=bench.arch_strings[rows], scores=scores[name],
-          truth=bench.metric(config_lib.bench_metric(config))[rows], groups=groups,
-          evaluated_archs_per_second=rate, score_column=results.PROXY_COLUMN,
-          score_name=name)
-    except workdir_lib.DiskFullError as e:
-      workdir_lib.record_failure(workdir, e)
-      raise
+    summaries[name] = _write_results(workdir, folder, top_config, bench, rows, groups,
+                                     scores[name], rate, score_column=results.PROXY_COLUMN,
+                                     score_name=name)
     print(results.format_summary(summaries[name], folder), flush=True)
   return summaries
 
