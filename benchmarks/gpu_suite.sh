@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Issue 10's device measurements in one call: where the time goes (profiles) and the
-# figures BUILD.md lacks, most valuable first, each step under its own time limit so
-# that one slow compile cannot starve the rest.
+# GPU measurements in one script: where the time goes (kernel profiles) and the
+# throughput, compile and memory figures of BUILD.md, most valuable first, each step
+# under its own time limit so that one slow compile cannot starve the rest.
 #
-#   bash benchmarks/gpu_suite.sh OUT_DIR [WHEELS_DIR] [STEPS]
+#   bash benchmarks/gpu_suite.sh OUT_DIR BUDGET_SECONDS [STEPS]
 #
-# The default STEPS take at most ~4.3 minutes (the sum of their limits, 260 s):
+# OUT_DIR         receives gpu_suite.tar.gz (every JSON line, the markdown profile
+#                 tables, the logs; no raw traces) and, for reading at once,
+#                 throughput.jsonl and profile.md
+# BUDGET_SECONDS  wall-clock seconds for all steps; a step's limit is cut to the time
+#                 left, and a step is skipped when less than 20 s are left. The
+#                 default STEPS need at most 260 s (the sum of their limits).
+# STEPS           comma list (default profile-small,profile-small-5,seeds,scoring,
+#                 scoring-large):
 #   profile-small     kernel profile: small, 1 seed, 20 train steps + scoring 80 archs;
 #                     its `compile` row is the cold compile (empty cache)
 #   profile-small-5   kernel profile: small, 5 seeds vmapped, 20 train steps
@@ -16,26 +23,28 @@
 #                     (~2000 archs, 5000 images each), as full-space scoring packs them;
 #                     default eval settings (8 groups x 1000 images a call)
 #   scoring-large     the same with eval.groups_per_call=32 and eval.batch_size=2500
-# More, only when named in STEPS: compile-cold (small 1 seed in an empty cache: trace,
-# lower, compile), scan (model.scan_cells compile), medium-5 (medium, 5 seeds).
-# All processes share one persistent compilation cache (OUT's work folder), so a
-# program compiled by one step loads in the next; each row's trace_s, lower_s and
-# compile_s say which stage took the time.
+#   compile-cold      (only when named) small 1 seed in an empty cache: trace, lower,
+#                     compile
+#   scan              (only when named) model.scan_cells compile and step
+#   medium-5          (only when named) medium, 5 seeds
+# All processes share one persistent compilation cache (in a temporary work folder),
+# so a program compiled by one step loads in the next; each row's trace_s, lower_s
+# and compile_s say which stage took the time. Data are synthetic.
 #
-# The device image has jax, flax, optax, orbax, absl, chex, scipy and numpy but not
-# ml_collections (spos_jax.config imports it; tensorboardX and tfds are imported only
-# when used, never here). The session prepares it once, in the repo root:
-#   pip download ml_collections --no-deps -d .device_carry/wheels
-# and runs (carry=['.device_carry']):
-#   bash benchmarks/gpu_suite.sh $OUT .device_carry/wheels
-# OUT_DIR receives issue10.tar.gz (every JSON line, the markdown profile tables, the
-# logs; no raw traces) and, for reading at once, throughput.jsonl and profile.md.
-# SPOS_SUITE_TINY=1 swaps in CPU-sized programs (C=4, batch 8, fp32) to try the
-# script itself on a laptop.
+# Needs the project's dependencies (pip install -e '.[cuda]'; tensorboardX and tfds are
+# not imported here). On a machine where only jax, flax, optax and orbax are installed,
+# WHEELS=DIR installs the wheels in DIR (e.g. from `pip download ml_collections
+# --no-deps -d DIR`) into the work folder first.
+# SPOS_SUITE_TINY=1 swaps in CPU-sized programs (C=4, batch 8, fp32) and multiplies
+# the step limits by 4, to try the script itself on a CPU.
 set -u
-out=${1:?usage: gpu_suite.sh OUT_DIR [WHEELS_DIR] [STEPS]}
-wheels=${2:-}
+usage='usage: gpu_suite.sh OUT_DIR BUDGET_SECONDS [STEPS]'
+out=${1:?$usage}
+budget=${2:?$usage}
 steps=${3:-profile-small,profile-small-5,seeds,scoring,scoring-large}
+wheels=${WHEELS:-}
+[[ "$budget" =~ ^[1-9][0-9]*$ ]] || { echo "error: BUDGET_SECONDS=$budget is not a positive integer" >&2; exit 2; }
+deadline=$((SECONDS + budget))
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=$(mktemp -d)
@@ -68,8 +77,13 @@ else
 fi
 wanted() { [[ ",$steps," == *",$1,"* ]]; }
 step() {  # step SECONDS NAME COMMAND...: run with a limit, keep the JSON lines, go on
-  local limit=$(($1 * scale)) name=$2; shift 2
+  local limit=$(($1 * scale)) name=$2 left=$((deadline - SECONDS)); shift 2
   wanted "$name" || return 0
+  if [ "$left" -lt 20 ]; then
+    echo "{\"suite_step\": \"$name\", \"skipped\": \"$(( left > 0 ? left : 0 ))s of the budget left\"}" | tee -a "$jsonl"
+    return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   echo "=== $name (limit ${limit}s) $(date +%T)"
   local start=$SECONDS
   timeout "$limit" "$@" 2>>"$work/stderr.log" | tee -a "$jsonl"
@@ -106,7 +120,7 @@ for f in profile-small profile-small-5; do
   [ -f "$work/$f.md" ] && { cat "$work/$f.md"; echo; }
 done > "$work/profile.md"
 cp "$jsonl" "$work/profile.md" "$out/" 2>/dev/null
-tar -czf "$out/issue10.tar.gz" -C "$work" --exclude=jax_cache --exclude=cold_cache \
+tar -czf "$out/gpu_suite.tar.gz" -C "$work" --exclude=jax_cache --exclude=cold_cache \
   --exclude=site .
 rm -rf "$work"
-echo "=== done $(date +%T): $out/issue10.tar.gz"
+echo "=== done $(date +%T): $out/gpu_suite.tar.gz"

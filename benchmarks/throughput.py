@@ -43,7 +43,8 @@ from spos_jax import space  # pylint: disable=g-import-not-at-top
 from spos_jax import train  # pylint: disable=g-import-not-at-top
 
 # (channels, cells per stage); 'micro' is the CI smoke size.
-SIZES = {'micro': (4, 1), 'tiny': (8, 1), 'small': (32, 2), 'medium': (64, 4), 'wide': (96, 2)}
+SIZES = {'micro': (4, 1), 'tiny': (8, 1), 'small': (32, 2), 'medium': (64, 4), 'wide': (96, 2),
+         'cpu_small': (8, 1), 'cpu_medium': (16, 2)}
 SEED_MODES = ('parallel', 'sequential', 'single')
 
 

@@ -1,4 +1,4 @@
-"""Medium super-network (C=64, N=4), otherwise the SPEC defaults.
+"""Medium super-network (C=64, N=4), otherwise the defaults of docs/method.md.
 
 python -m spos_jax.main --config=configs/medium.py --workdir=runs/medium
 """

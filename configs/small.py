@@ -1,4 +1,5 @@
-"""Small super-network (C=32, N=2), SPEC defaults: 250 epochs, 5 seeds, strictly fair.
+"""Small super-network (C=32, N=2) with the defaults of docs/method.md: 250 epochs, 5 seeds,
+strictly fair sampling.
 
 CIFAR-10 (downloaded once into ~/.cache/spos_jax), ranked against the packaged
 NAS-Bench-201 table's cifar10_test column:

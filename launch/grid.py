@@ -1,4 +1,5 @@
-"""The paper's experiment grid (SPEC 8) as named runs, for the sweep files.
+"""The paper's experiment grid as named runs, for the sweep files (docs/method.md,
+'Experiment grid').
 
 A run is (name, size, overrides): `size` is a key of the sweep's `sizes` (base config
 files), `overrides` a flat dict of config keys applied on top of it. Names read
@@ -10,6 +11,7 @@ size-variant-subset and are stable, so that sweeps sharing a --root share runs:
   s-uniform-all-seed3            one seed of a run (launch.sweep --split_seeds)
   s-fewshot_e0-all               small, few-shot sub-networks split on edge 0
   s-proxies-mask_none            small, zero-cost proxies at init, Zero masked
+  m-shared_every-all             medium, the shared layers step after every micro-batch
 
 Subsets are tuples of masked op names (spos_jax.space.OPS); () masks nothing.
 """
@@ -21,12 +23,13 @@ import ml_collections
 
 from spos_jax import space
 
-# Base config of each size, relative to configs/sweeps/ (SPEC 2).
+# Base config of each size, relative to configs/sweeps/ (docs/method.md, 'Network and sizes').
 SIZE_CONFIGS = {'s': '../small.py', 'm': '../medium.py', 'w': '../wide.py'}
 
 ALL_OPS = ()  # the full search space: nothing masked
 
-# Training variations (SPEC 3-5); '' is the baseline.
+# Training variations (docs/method.md, 'Operations', 'Path sampling', 'Training');
+# '' is the baseline.
 VARIANTS = {
     '': {},
     'lt_skip': {'model.lt_skip': True},
@@ -40,6 +43,10 @@ VARIANTS = {
     # few-shot super-networks split on edge E (fewshot.epochs more epochs each).
     'proxies': {'method': 'proxies', 'eval.scope': 'all', 'train.precision': 'fp32'},
     **{f'fewshot_e{edge}': {'fewshot.split_edge': edge} for edge in range(space.NUM_EDGES)},
+    # The paper's open question: the layers every path shares (train.SHARED_LAYERS) on
+    # the mean of the |O| micro-batch gradients, or stepping after every micro-batch.
+    'shared_mean': {'train.shared_layers': 'mean'},
+    'shared_every': {'train.shared_layers': 'every_micro_step'},
 }
 
 

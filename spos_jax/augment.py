@@ -2,7 +2,7 @@
 
 Everything is pure jax.numpy on uint8 images [B, H, W, 3] (CIFAR-10: H = W = 32),
 driven by explicit PRNG keys, with static shapes, so it runs inside a jitted training
-step (SPEC 5). The AutoAugment ops reproduce the PIL calls of the reference
+step (docs/method.md, 'Training'). The AutoAugment ops reproduce the PIL calls of the reference
 implementation (DeepVoltaire/AutoAugment, CIFAR10Policy) on single images [H, W, 3].
 """
 from __future__ import annotations
@@ -407,7 +407,7 @@ def augment_batch(key, images, policy='standard', dtype=jnp.float32,
   """Training input from uint8 images: crop/flip (+ AutoAugment), then normalise.
 
   'standard': random crop with 4-pixel zero padding and horizontal flip.
-  'autoaugment': the same, followed by the CIFAR-10 AutoAugment policy (SPEC 5).
+  'autoaugment': the same, followed by the CIFAR-10 AutoAugment policy.
   """
   if policy not in POLICIES:
     raise ValueError(

@@ -3,7 +3,8 @@
 A bench table is a CSV file (plain or gzip) with a header: `index` (official NB201
 index), `arch` (NB201 arch string) and one numeric column per metric (accuracies in
 percent, 0..100, higher is better). An optional `dead` column (0/1) is checked against
-`space.is_dead` and is not a metric. See SPEC 1, 6, 7, 9.
+`space.is_dead` and is not a metric. See docs/method.md, 'Ground truth', 'Evaluation groups'
+and 'Metrics'.
 
 The package ships the compact NB201 table (`spos_jax/nb201/nb201_table.csv.gz`, its
 sources in `spos_jax/nb201/PROVENANCE.md`); the path value 'builtin' names it.
@@ -79,6 +80,10 @@ class Bench:
   indices: np.ndarray  # int64 [n], official NB201 index
   arch_strings: np.ndarray  # str [n], NB201 arch strings
   metrics: dict[str, np.ndarray]  # name -> float64 [n], in file column order
+  # A bench of isomorphism classes (`unique_classes`): each row's class id
+  # (space.isomorphism_class) and how many archs of the subset it stands for.
+  class_ids: np.ndarray | None = None  # int64 [n]
+  class_sizes: np.ndarray | None = None  # int64 [n]
 
   def __len__(self) -> int:
     return len(self.indices)
@@ -100,21 +105,26 @@ class Bench:
     return self.metrics[name]
 
 
-def _make_bench(path: str, sha256: str, archs, indices, arch_strings, metrics) -> Bench:
+def _make_bench(path: str, sha256: str, archs, indices, arch_strings, metrics,
+                class_ids=None, class_sizes=None) -> Bench:
+  optional = lambda a: None if a is None else _read_only(np.asarray(a, np.int64))
   return Bench(
       path=path, sha256=sha256,
       archs=_read_only(np.asarray(archs, np.int32).reshape(-1, space.NUM_EDGES)),
       indices=_read_only(np.asarray(indices, np.int64)),
       arch_strings=_read_only(np.asarray(arch_strings, str)),
-      metrics={k: _read_only(np.asarray(v, np.float64)) for k, v in metrics.items()})
+      metrics={k: _read_only(np.asarray(v, np.float64)) for k, v in metrics.items()},
+      class_ids=optional(class_ids), class_sizes=optional(class_sizes))
 
 
 def take_rows(bench: Bench, rows: np.ndarray) -> Bench:
   """The bench restricted to the given row positions, in that order."""
   rows = np.asarray(rows, np.int64)
+  take = lambda a: None if a is None else a[rows]
   return _make_bench(bench.path, bench.sha256, bench.archs[rows], bench.indices[rows],
                      bench.arch_strings[rows],
-                     {k: v[rows] for k, v in bench.metrics.items()})
+                     {k: v[rows] for k, v in bench.metrics.items()},
+                     take(bench.class_ids), take(bench.class_sizes))
 
 
 # ---------------------------------------------------------------------------
@@ -362,7 +372,7 @@ def _partial_table_message(path: Path, archs: np.ndarray) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Subsets and groups (SPEC 6)
+# Subsets and groups (docs/method.md, 'Masked subsets', 'Evaluation groups')
 
 
 def restrict(bench: Bench, allowed_ops: Sequence[int]) -> Bench:
@@ -372,6 +382,37 @@ def restrict(bench: Bench, allowed_ops: Sequence[int]) -> Bench:
     raise BenchError(f'allowed ops must be op indices in 0..{space.NUM_OPS - 1}, '
                      f'got {allowed}')
   return take_rows(bench, np.flatnonzero(space.uses_only(bench.archs, allowed)))
+
+
+def unique_classes(bench: Bench) -> Bench:
+  """One row per isomorphism class of the bench's archs (space.isomorphism_class).
+
+  The rule: a class is represented by its member with the lowest NB201 index, and
+  every metric of the row is the mean over the class's members in this bench
+  (isomorphic cells compute the same function; their bench accuracies differ only by
+  training noise). Rows stay in the bench's order of the representatives; class_ids
+  and class_sizes (members in this bench) are filled. Restrict first: the classes of
+  a masked subset hold only its archs.
+  """
+  if bench.class_ids is not None:
+    raise BenchError(f'{bench.path}: the bench holds isomorphism classes already')
+  classes = space.isomorphism_class(bench.archs)
+  ids, inverse, sizes = np.unique(classes, return_inverse=True, return_counts=True)
+  inverse = inverse.reshape(-1)
+  by_class = np.lexsort((bench.indices, inverse))  # each class's lowest index first
+  representatives = by_class[np.concatenate([[0], np.cumsum(sizes)[:-1]])]
+  order = np.argsort(representatives)
+  rows = representatives[order]
+  means = {k: (np.bincount(inverse, weights=v, minlength=len(ids)) / sizes)[order]
+           for k, v in bench.metrics.items()}
+  return _make_bench(bench.path, bench.sha256, bench.archs[rows], bench.indices[rows],
+                     bench.arch_strings[rows], means, ids[order], sizes[order])
+
+
+def ranked_subset(bench: Bench, allowed_ops: Sequence[int], unique: bool = False) -> Bench:
+  """What a run ranks: the archs of the allowed ops, or their isomorphism classes."""
+  subset = restrict(bench, allowed_ops)
+  return unique_classes(subset) if unique else subset
 
 
 def ranking(bench: Bench, metric: str) -> np.ndarray:
@@ -404,7 +445,10 @@ def random_sample(bench: Bench, size: int, seed: int) -> np.ndarray:
 def arch_groups(bench: Bench, metric: str, top_ns: Sequence[int] = DEFAULT_TOP_NS,
                 random_size: int = DEFAULT_RANDOM_SIZE,
                 random_seed: int = 0) -> dict[str, np.ndarray]:
-  """Row positions of 'top10', 'top25', ..., 'random' and 'all' (SPEC 6)."""
+  """Row positions of 'top10', 'top25', ..., 'random' and 'all'.
+
+  docs/method.md, 'Evaluation groups'.
+  """
   order = ranking(bench, metric)
   groups = {f'top{n}': order[:n] for n in top_ns}
   groups['random'] = random_sample(bench, random_size, random_seed)
@@ -433,7 +477,7 @@ def rows_for_archs(bench: Bench, archs: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# Operation usage (SPEC 7, paper Fig. 3)
+# Operation usage (paper Fig. 3; docs/method.md, 'Metrics')
 
 
 def op_usage(archs: np.ndarray) -> dict[str, dict[str, float]]:

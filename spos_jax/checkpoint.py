@@ -89,6 +89,42 @@ def checksum_mismatch(recorded: dict[str, str], restored: dict[str, str]) -> str
   return None
 
 
+def saved_steps(directory: str) -> list[int]:
+  """Steps of the finished checkpoints in a checkpoints folder (its step-named
+  subfolders; temporary ones excluded), ascending; [] when there is none. Reads the
+  folder only: no orbax manager, which would clean up temporary folders."""
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return []
+  return sorted(int(n) for n in names
+                if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
+def averaged_steps(final_step: int, saved: list[int], every: int, k: int) -> list[int]:
+  """The k checkpoints whose scores are averaged, newest first (eval.average_checkpoints).
+
+  The rule: the final step, then the k-1 newest saved steps before it that are
+  multiples of `every` (train.checkpoint_every_steps): the trainer's checkpoint grid,
+  so the averaged checkpoints lie `every` steps apart (the final one at most that far
+  from the one before it). A checkpoint off the grid (one saved when a preemption
+  stopped training, or when train.steps_per_dispatch does not divide `every`) is never
+  averaged, so a preempted run averages the same steps as one that was not, or
+  refuses. CheckpointError, naming the steps there are, when the grid lacks some.
+  """
+  grid = [s for s in sorted(saved, reverse=True) if s < final_step and s % every == 0]
+  if len(grid) < k - 1:
+    raise CheckpointError(
+        f'averaging {k} checkpoints needs the final step {final_step} and the {k - 1} '
+        f'newest checkpoints before it at multiples of train.checkpoint_every_steps='
+        f'{every}, but only {len(grid)} of those are kept (checkpoints there: '
+        f'{", ".join(map(str, sorted(saved))) or "none"}; a checkpoint off that grid comes '
+        f'from a preemption or a train.steps_per_dispatch that does not divide it); '
+        f'average fewer (eval.average_checkpoints), or train with a larger '
+        f'train.keep_checkpoints (the final and any preemption checkpoint count toward it)')
+  return [final_step] + grid[:k - 1]
+
+
 class Checkpointer:
   """Save every K steps and at the end, keep the newest few, restore the newest.
 

@@ -16,6 +16,7 @@ import re
 import sys
 
 from absl import flags
+from absl import logging
 import jax
 
 from spos_jax import bench
@@ -23,6 +24,7 @@ from spos_jax import checkpoint
 from spos_jax import config
 from spos_jax import data
 from spos_jax import memory
+from spos_jax import preemption
 from spos_jax import space
 from spos_jax import workdir
 
@@ -52,6 +54,28 @@ def reporting_user_errors(main, extra_errors=()):
     except USER_ERRORS + tuple(extra_errors) as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
+  return wrapped
+
+
+def stopping_in_one_line(main, kept=lambda: 'run the same command again'):
+  """Wrap an absl main so that a stop ends in one line instead of a traceback.
+
+  preemption.Preempted (SIGTERM, SIGUSR1 or a first Ctrl-C, after the train loop's
+  checkpoint or with scoring's nothing written) logs its message and exits with
+  PREEMPTED_EXIT_CODE; a Ctrl-C where nothing watches for it (loading, restoring,
+  writing; a second one in the train loop exits from preemption.py) prints what
+  kept() says stays and exits with INTERRUPTED_EXIT_CODE.
+  """
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except preemption.Preempted as e:
+      logging.warning('%s', e)
+      sys.exit(preemption.PREEMPTED_EXIT_CODE)
+    except KeyboardInterrupt:
+      print(f'stopped by SIGINT (Ctrl-C); {kept()}', file=sys.stderr, flush=True)
+      sys.exit(preemption.INTERRUPTED_EXIT_CODE)
   return wrapped
 
 

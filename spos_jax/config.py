@@ -1,10 +1,11 @@
-"""The run configuration: SPEC defaults, validation, and what may change on resume.
+"""The run configuration: the study's defaults, validation, and what may change on resume.
 
 Config files under `configs/` start from `base_config()` and change a few fields.
 """
 from __future__ import annotations
 
 import math
+import re
 
 import ml_collections
 
@@ -16,9 +17,12 @@ AUGMENT_POLICIES = ('standard', 'autoaugment')
 DATA_SOURCES = data.SOURCES
 DATASETS = tuple(data.DATASETS)
 BN_MODES = ('running', 'batch', 'recalibrate')
-EVAL_SCOPES = ('groups', 'all')
+EVAL_SCOPES = ('groups', 'all', 'unique')
 FEWSHOT_OFF = -1  # fewshot.split_edge of a one-shot-only run
 METHODS = ('supernet', 'proxies')
+# train.shared_layers: how the layers every path uses (train.SHARED_LAYERS) take the
+# |O| micro-batch gradients of a strictly fair step.
+SHARED_LAYER_MODES = ('sum', 'mean', 'every_micro_step')
 PROXY_NAMES = ('synflow', 'jacob_cov', 'snip', 'grad_norm')  # proxies.py computes them
 
 # Keys that do not change what a run computes; a resumed run may differ in them.
@@ -35,7 +39,7 @@ class ConfigError(ValueError):
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """SPEC 2-6 defaults: the small super-network (C=32, N=2), 250 epochs, 5 seeds."""
+  """The study's defaults (docs/method.md): small super-network (C=32, N=2), 250 epochs, 5 seeds."""
   c = ml_collections.ConfigDict()
   # 'supernet': train the super-network, then rank the archs by its accuracy (the
   # paper); 'proxies': rank them by zero-cost proxies at initialisation, no training
@@ -45,7 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.channels = 32  # C of the first stage; 2C and 4C follow
   c.model.cells_per_stage = 2  # N
-  c.model.lt_skip = False  # Linear Transformer on skip_connect (SPEC 3)
+  c.model.lt_skip = False  # Linear Transformer on skip_connect
   c.model.lt_pool = False  # Linear Transformer after avg_pool_3x3
   c.model.pool_exclude_padding = True  # NB201; the paper's code counted the padding
   c.model.node_reduction = 'sum'  # 'sum' (NB201, paper code) or 'mean' (paper text)
@@ -69,6 +73,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.clip_norm = 0.0  # global L2 norm clipping; 0 disables (variation: 5)
   c.train.label_smoothing = 0.0  # variation: 0.1 with AutoAugment
   c.train.augment = 'standard'  # 'standard' crop+flip, or 'autoaugment' (after crop+flip)
+  # The stem, reduction blocks, final BN and classifier under strictly fair sampling:
+  # 'sum' (the paper) one step on the sum of the |O| micro-batch gradients, as the cell
+  # ops; 'mean' the same step on their mean; 'every_micro_step' a step after each
+  # micro-batch, the cell ops still once per group on the sum
+  c.train.shared_layers = 'sum'
   c.train.precision = 'bf16'  # 'bf16' compute (fp32 params, fp32 BN stats) or 'fp32'
   c.train.steps_per_dispatch = 10  # optimizer steps per jitted call
   c.train.log_every_steps = 50
@@ -93,11 +102,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.recalibrate_batches = 10  # training batches per arch for bn_mode=recalibrate
   c.eval.batch_size = 1000  # validation images per forward (per arch)
   c.eval.groups_per_call = 8  # fair groups of |O| archs scored per jitted call
-  c.eval.scope = 'groups'  # 'groups' (top-N + random, the paper) or 'all' (whole subset)
+  # 'groups' (top-N + random, the paper), 'all' (whole subset) or 'unique' (one arch per
+  # isomorphism class of the subset, 6466 in the whole space: bench.unique_classes)
+  c.eval.scope = 'groups'
+  # Each arch's score is the mean over this many checkpoints: the final one and the
+  # newest ones before it at multiples of train.checkpoint_every_steps (1 = the final alone)
+  c.eval.average_checkpoints = 1
   c.eval.top_ns = (10, 25, 50, 100, 150, 250, 500)
   c.eval.random_size = 1000
   c.eval.random_seed = 0
   c.eval.name = ''  # results subfolder; '' derives it from bn_mode and scope
+  # The ranking trajectory (trajectory.py): every N epochs score a fixed set of archs
+  # with the current weights into trajectory.csv; 0 = off. 25 epochs with 200 archs
+  # costs about a tenth of a 250-epoch run's training (docs in BUILD.md).
+  c.eval.every_epochs = 25
+  c.eval.trajectory_size = 200  # archs: a sample of the subset (eval.random_seed); 0 = the run's groups
 
   c.bench = ml_collections.ConfigDict()
   # 'builtin' = the NB201 table shipped with the package; a table file (csv/csv.gz,
@@ -198,6 +217,15 @@ def _check_float(name, value, low, high=None, low_open=False):
     raise ConfigError(f'{name} must be {bound}, got {value}')
 
 
+def _check_folder_name(name, value):
+  """'' or a plain folder name: it is joined to a path, which must stay inside the run."""
+  if not isinstance(value, str) or (value and not re.fullmatch(r'[A-Za-z0-9_][\w.+=-]*', value,
+                                                                re.ASCII)):
+    raise ConfigError(f'{name}={value!r} must be a plain folder name (letters, digits, '
+                      f"'_', '-', '.', '+', '=', not starting with '.'; no '/'), or '' "
+                      f'for the default: it names a folder under WORKDIR/results/')
+
+
 def _int_tuple(name, value, low) -> tuple[int, ...]:
   """A non-empty tuple/list of integers >= low, else ConfigError."""
   if not isinstance(value, (tuple, list)) or not value or any(
@@ -245,6 +273,33 @@ def _check_bench(config) -> None:
                       f'{bench.DATASET_METRICS[config.data.dataset]}')
 
 
+def _check_shared_layers(config) -> None:
+  """train.shared_layers is a mode, and one other than 'sum' has a fair group to act on."""
+  mode = config.train.shared_layers
+  _check_choice('train.shared_layers', mode, SHARED_LAYER_MODES)
+  if mode != 'sum' and config.sampling.method != 'fair':
+    raise ConfigError(f"train.shared_layers={mode!r} changes how a strictly fair step's "
+                      f'|O| micro-batch gradients reach the shared layers; '
+                      f"sampling.method={config.sampling.method!r} steps after every "
+                      f"micro-batch already: use train.shared_layers='sum'")
+  if mode != 'sum' and config.fewshot.split_edge != FEWSHOT_OFF:
+    raise ConfigError(f'train.shared_layers={mode!r} is not implemented for few-shot '
+                      f"sub-networks: set fewshot.split_edge=-1 or train.shared_layers='sum'")
+
+
+def _check_average_checkpoints(config) -> None:
+  """eval.average_checkpoints counts checkpoints the run keeps and has."""
+  k = config.eval.average_checkpoints
+  _check_int('eval.average_checkpoints', k, 1)
+  if k > 1 and config.method == 'proxies':
+    raise ConfigError(f'eval.average_checkpoints={k}: method=proxies scores archs at '
+                      'initialisation, without checkpoints; set it to 1')
+  if k > config.train.keep_checkpoints:
+    raise ConfigError(f'eval.average_checkpoints={k} averages {k} checkpoints, but the run '
+                      f'keeps train.keep_checkpoints={config.train.keep_checkpoints}; keep '
+                      f'at least {k}')
+
+
 def validate(config) -> None:
   """Raise ConfigError naming the first bad field; returns None when all is well."""
   if not isinstance(config.space.masked_ops, str):
@@ -276,6 +331,7 @@ def validate(config) -> None:
   _check_float('train.clip_norm', t.clip_norm, 0)
   _check_float('train.label_smoothing', t.label_smoothing, 0, 1)
   _check_choice('train.augment', t.augment, AUGMENT_POLICIES)
+  _check_shared_layers(config)
   _check_choice('train.precision', t.precision, PRECISIONS)
   _check_int('train.steps_per_dispatch', t.steps_per_dispatch, 1)
   _check_int('train.log_every_steps', t.log_every_steps, 1)
@@ -292,11 +348,15 @@ def validate(config) -> None:
   _check_int('eval.batch_size', e.batch_size, 1)
   _check_int('eval.groups_per_call', e.groups_per_call, 1)
   _check_choice('eval.scope', e.scope, EVAL_SCOPES)
+  _check_average_checkpoints(config)
   top_ns = _int_tuple('eval.top_ns', e.top_ns, 1)
   if list(top_ns) != sorted(set(top_ns)):
     raise ConfigError(f'eval.top_ns must be strictly increasing, got {top_ns}')
   _check_int('eval.random_size', e.random_size, 1)
   _check_int('eval.random_seed', e.random_seed, 0)
+  _check_folder_name('eval.name', e.name)
+  _check_int('eval.every_epochs', e.every_epochs, 0)
+  _check_int('eval.trajectory_size', e.trajectory_size, 0)
   _check_choice('method', config.method, METHODS)
   names = proxy_names(config)
   unknown = [n for n in names if n not in PROXY_NAMES]

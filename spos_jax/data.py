@@ -2,7 +2,8 @@
 
 The whole data set lives on the accelerator as uint8 (`DeviceData`, a pytree that
 jitted steps take as an argument); a step gathers its batch by index with
-`micro_batch_indices`, so no host input pipeline runs during training (SPEC 5, 10).
+`micro_batch_indices`, so no host input pipeline runs during training. The split and
+the batches: docs/method.md, 'Training'.
 
 CIFAR comes from its official python archive: `load_arrays(source='download')`
 fetches it once (md5-checked) into a cache folder and keeps it there as an .npz, with
@@ -530,6 +531,21 @@ class DeviceData:
   @property
   def num_val(self) -> int:
     return self.val_labels.shape[0]
+
+
+def fingerprint(data: DeviceData) -> str:
+  """sha256 of what a run reads: train and validation images and labels after the
+  split (each array's name, dtype, shape and bytes).
+
+  It names contents, not a file: two paths to the same arrays share it, and a file
+  changed in place does not keep it.
+  """
+  digest = hashlib.sha256()
+  for field in dataclasses.fields(data):
+    array = np.ascontiguousarray(np.asarray(getattr(data, field.name)))
+    digest.update(f'{field.name} {array.dtype.name} {array.shape};'.encode())
+    digest.update(array)
+  return digest.hexdigest()
 
 
 def to_device(arrays: dict[str, np.ndarray], val_size: int, split_seed: int,

@@ -1,6 +1,8 @@
 """Re-score a finished run with other evaluation settings, into its own results folder.
 
   python -m spos_jax.evaluate --workdir=DIR [--config.eval.bn_mode=batch] [--overwrite]
+  python -m spos_jax.evaluate --workdir=DIR --config.eval.average_checkpoints=2
+  python -m spos_jax.evaluate --workdir=DIR --config.eval.scope=unique
 
 Only eval.* and bench.* may change; the run's own config.json gives the rest. The
 work is done by run.py.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 from spos_jax import cli
 from spos_jax import config as config_lib
+from spos_jax import preemption
 from spos_jax import run
 
 
@@ -31,4 +34,5 @@ if __name__ == '__main__':
   cli.define_compilation_cache_flag()
   config_flags.DEFINE_config_dict('config', config_lib.base_config(), lock_config=True)
   flags.mark_flags_as_required(['workdir'])
-  app.run(cli.reporting_user_errors(main, (run.EvaluationError,)))
+  app.run(cli.stopping_in_one_line(cli.reporting_user_errors(main, (run.EvaluationError,)),
+                                   lambda: preemption.SCORE_AGAIN))

@@ -340,14 +340,15 @@ def _check_one_shot_finished(oneshot_states, workdir: str) -> None:
 
 
 def train_fewshot(config, workdir: str, data: data_lib.DeviceData, oneshot_states, *,
-                  stop_after_steps: int | None = None) -> train.TrainState:
+                  stop_after_steps: int | None = None, on_steps=None) -> train.TrainState:
   """Train the sub-networks of every seed; states [seeds, J, ...] at the step reached.
 
   oneshot_states: the finished one-shot states (train.train's return). While
   checkpoints_fewshot/ holds no checkpoint the sub-networks warm-start from them;
   afterwards the newest readable few-shot checkpoint is resumed (an unreadable one
   is set aside, FEWSHOT_TRAINED withdrawn if it named it). stop_after_steps,
-  SIGTERM/SIGUSR1 (Preempted) and divergence (DivergenceError) as in train.train.
+  SIGTERM/SIGUSR1 (Preempted) and divergence (DivergenceError) as in train.train;
+  on_steps as train.train_loop's (the ranking trajectory of the sub-networks).
   """
   config_lib.validate(config)
   phase = train_config(config)
@@ -368,7 +369,7 @@ def train_fewshot(config, workdir: str, data: data_lib.DeviceData, oneshot_state
   return train.train_loop(
       phase, workdir, states, data, compile_chunk, ckpt, stop_after_steps=stop_after_steps,
       what=f'the few-shot step ({len(config.seeds)} seeds x {len(names)} sub-networks)',
-      member_names=names, tb_prefix='fewshot', log_prefix='few-shot: ')
+      member_names=names, tb_prefix='fewshot', log_prefix='few-shot: ', on_steps=on_steps)
 
 
 def states_template(config, tx, image_shape=data_lib.IMAGE_SHAPE) -> train.TrainState:

@@ -13,8 +13,6 @@ results. The run folder holds config.json, run_info.json, checkpoints/, tb/ and
 results/<name>/{predictions.csv,metrics.json}. All logic lives in run.py (and the
 modules it uses); this file only parses flags.
 """
-import sys
-
 from absl import app
 from absl import flags
 from absl import logging
@@ -23,7 +21,6 @@ from ml_collections import config_flags
 
 from spos_jax import cli
 from spos_jax import fewshot
-from spos_jax import preemption
 from spos_jax import run
 from spos_jax import train
 from spos_jax import workdir as workdir_lib
@@ -46,14 +43,14 @@ def main(argv):
     raise workdir_lib.WorkdirError('--workdir=DIR is required: the folder of the run')
   cli.apply_compilation_cache()
   logging.info('JAX devices: %s', jax.devices())
-  try:
-    run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except preemption.Preempted as e:
-    logging.warning('%s', e)
-    sys.exit(preemption.PREEMPTED_EXIT_CODE)
+  run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def _kept() -> str:
+  return workdir_lib.kept_text(FLAGS.workdir) if FLAGS.workdir else 'nothing was started'
 
 
 if __name__ == '__main__':
-  app.run(cli.reporting_user_errors(
-      main, (train.DivergenceError, run.EvaluationError, fewshot.FewShotError)),
+  app.run(cli.stopping_in_one_line(cli.reporting_user_errors(
+      main, (train.DivergenceError, run.EvaluationError, fewshot.FewShotError)), _kept),
           flags_parser=cli.parse_flags)

@@ -2,11 +2,17 @@
 
 XLA knows after compilation how many bytes a program's arguments, outputs and
 temporaries take; comparing that with the device's limit turns an out-of-memory
-crash deep inside XLA into a message that names both numbers.
+crash deep inside XLA into a message that names both numbers. On the CPU the
+backend reports no limit, and the program's buffers live in host memory: the limit
+there is the host's available memory (MemAvailable), read when the check runs.
 """
 from __future__ import annotations
 
+import os
+
 import jax
+
+_MEMINFO = '/proc/meminfo'
 
 
 class DeviceMemoryError(RuntimeError):
@@ -25,10 +31,40 @@ def estimate_bytes(compiled) -> int | None:
           + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
 
 
+def host_available_bytes(meminfo: str = _MEMINFO) -> int | None:
+  """Memory the host can give a new allocation without swapping (Linux MemAvailable);
+  free physical pages elsewhere; None when neither can be read."""
+  try:
+    with open(meminfo) as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024  # the kernel reports kB
+  except (OSError, ValueError, IndexError):
+    pass
+  try:
+    return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def on_host(device=None) -> bool:
+  """Whether the device's buffers are host memory (the CPU backend)."""
+  return (device or jax.devices()[0]).platform == 'cpu'
+
+
 def device_limit_bytes() -> int | None:
-  """The allocator's limit of the first device; None where the backend has none (CPU)."""
-  stats = jax.devices()[0].memory_stats()
-  return None if not stats else stats.get('bytes_limit')
+  """The allocator's limit of the first device; on the CPU, the host's available memory."""
+  device = jax.devices()[0]
+  stats = device.memory_stats()
+  if stats and stats.get('bytes_limit'):
+    return stats['bytes_limit']
+  return host_available_bytes() if on_host(device) else None
+
+
+def memory_name() -> str:
+  """What the limit is of, for messages."""
+  device = jax.devices()[0]
+  return 'the host (available memory)' if on_host(device) else device.device_kind
 
 
 def fits(compiled, limit: int | None = None) -> bool:
@@ -46,8 +82,8 @@ def check_fits(compiled, what: str, hint: str, limit: int | None = None) -> None
   need = estimate_bytes(compiled)
   gib = 2.0 ** 30
   raise DeviceMemoryError(
-      f'{what} needs an estimated {need / gib:.1f} GiB of device memory, but '
-      f'{jax.devices()[0].device_kind} allows {limit / gib:.1f} GiB; {hint}')
+      f'{what} needs an estimated {need / gib:.1f} GiB of memory, but '
+      f'{memory_name()} allows {limit / gib:.1f} GiB; {hint}')
 
 
 class CheckedJit:

@@ -1,6 +1,6 @@
 """Ranking-correlation metrics: Kendall tau (paper formula and tau-b), SCC, PCC, tau_a, P@K.
 
-Conventions (SPEC 7):
+Definitions: docs/method.md, 'Metrics'. Conventions:
 - Every metric takes 1-D arrays of equal length; a length mismatch, input that is not
   1-D, or NaN values raise ValueError.
 - Correlations of fewer than two points or of a constant vector are float('nan'),

@@ -1,4 +1,6 @@
-"""The NB201 single-path super-network (SPEC 2-3) as Flax modules.
+"""The NB201 single-path super-network as Flax modules.
+
+What it computes: docs/method.md, 'Network and sizes' and 'Operations'.
 
 One module serves four uses, with identical parameter names:
   * single path: images [B, H, W, 3] and a path [6] (shared topology) or
@@ -307,7 +309,7 @@ class ScanStep(Cell):
 
 
 class ReductionBlock(nn.Module):
-  """ResNet basic block, stride 2 (SPEC 2); shortcut 2x2 avg-pool then 1x1 conv."""
+  """ResNet basic block, stride 2; shortcut 2x2 avg-pool then 1x1 conv."""
   features: int
   bn_momentum: float
   bn_capture: bool
@@ -329,7 +331,7 @@ class ReductionBlock(nn.Module):
 
 
 class SuperNet(nn.Module):
-  """Stem, 3 stages of N cells with 2 reduction blocks between, head (SPEC 2)."""
+  """Stem, 3 stages of N cells with 2 reduction blocks between, head."""
   channels: int = 32
   cells_per_stage: int = 2
   allowed_ops: tuple[int, ...] = tuple(range(space.NUM_OPS))

@@ -1,4 +1,4 @@
-"""Zero-cost proxies: score archs at initialisation, without training (issue 14).
+"""Zero-cost proxies: score archs at initialisation, without training.
 
 Four proxies, as defined by Abdelfattah et al. 2021 ("Zero-Cost Proxies for
 Lightweight NAS", code SamsungLabs/zero-cost-nas) and Mellor et al. 2021 (NASWOT,
@@ -50,6 +50,7 @@ image whose Jacobian is constant).
 from __future__ import annotations
 
 import functools
+import time
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -59,6 +60,7 @@ import numpy as np
 
 from spos_jax import memory
 from spos_jax import model as model_lib
+from spos_jax import preemption
 from spos_jax import space
 
 PROXY_NAMES = ('synflow', 'jacob_cov', 'snip', 'grad_norm')
@@ -336,14 +338,18 @@ def _chunks(archs: np.ndarray, size: int):
 
 def score_archs(model: model_lib.SuperNet, archs, images, labels,
                 names: Sequence[str] = PROXY_NAMES, seed: int = 0,
-                archs_per_call: int = 16, variables: dict | None = None
-                ) -> dict[str, np.ndarray]:
+                archs_per_call: int = 16, variables: dict | None = None, *,
+                report: Callable[[int, int], None] | None = None,
+                report_every_s: float = 30.0) -> dict[str, np.ndarray]:
   """Proxy scores of each arch [m, 6] at initialisation: {name: float64 [m]}.
 
   model: the super-network (any allowed_ops; an arch with a masked op is an error);
   images float [B, 32, 32, 3] normalised as for training, labels int [B]; the
   initial weights are `initial_variables(model, seed)` unless `variables` is given.
   Higher is predicted better. `archs_per_call` archs run in one jitted, vmapped call.
+  report(archs_done, archs_total), if given, is called at most every report_every_s
+  seconds (dead archs count as done from the start: they cost nothing). SIGTERM,
+  SIGUSR1 or Ctrl-C stop it after the current chunk with preemption.Stopped.
   """
   names = tuple(names)
   images, labels = jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.int32)
@@ -369,13 +375,20 @@ def score_archs(model: model_lib.SuperNet, archs, images, labels,
 
   # One chunk in flight while the previous one is read back and finished on the host.
   parts, pending = [], None
-  for paths, n in _chunks(archs[live], archs_per_call):
-    dispatched = (run_chunk(paths), n)
+  done, last_report = int(np.count_nonzero(~live)), time.monotonic()
+  with preemption.PreemptionWatcher(kept=lambda: preemption.SCORE_AGAIN) as watcher:
+    for paths, n in _chunks(archs[live], archs_per_call):
+      dispatched = (run_chunk(paths), n)
+      if pending is not None:
+        parts.append(_finish_chunk(*pending))
+        done += pending[1]
+        if report is not None and time.monotonic() - last_report >= report_every_s:
+          report(done, len(archs))
+          last_report = time.monotonic()
+      pending = dispatched
+      watcher.stop_if_requested('scoring zero-cost proxies')
     if pending is not None:
       parts.append(_finish_chunk(*pending))
-    pending = dispatched
-  if pending is not None:
-    parts.append(_finish_chunk(*pending))
   return {name: _with_dead(parts, name, live, images.shape[0]) for name in names}
 
 

@@ -1,6 +1,8 @@
-"""A run's ranking results: predictions.csv and metrics.json (SPEC 6-7).
+"""A run's ranking results: predictions.csv and metrics.json (docs/method.md, 'Metrics').
 
-predictions.csv  seed, nb201_index, arch, <score column>, bench_acc: every scored arch
+predictions.csv  seed, nb201_index, arch, <score column>, bench_acc: every scored arch;
+                 with eval.scope=unique also class_id, class_size (each row one
+                 isomorphism class: bench.unique_classes)
 metrics.json     per group (top10..top500, random, all): correlations and mean
                  scores per seed and as mean/std over seeds; tau_a; precision@K;
                  the top-1 arch (NB201 index, arch string, bench rank, regret); the
@@ -18,8 +20,8 @@ tau_a's A_N) hold the mean proxy score.
 
 The evaluation identity (`evaluation_identity`) is everything besides the trained
 weights that determines the numbers: the bench table (sha256) and metric, the groups
-(top-N sizes, random size and seed, scope), the BN mode with its parameters and the
-masked ops. `identity_differences` compares the one stored with results to the one a
+(top-N sizes, random size and seed, scope), the BN mode with its parameters, the
+number of checkpoints averaged and the masked ops. `identity_differences` compares the one stored with results to the one a
 rerun asks for.
 """
 from __future__ import annotations
@@ -37,12 +39,15 @@ from spos_jax import metrics
 from spos_jax import space
 from spos_jax import workdir as workdir_lib
 
+RESULTS_FOLDER = 'results'  # WORKDIR/results/<evaluation name>/ holds one evaluation
+PROXY_PREFIX = 'proxy-'  # results/proxy-<name>/ holds a zero-cost proxy's scores
 PREDICTIONS_FILE = 'predictions.csv'
 METRICS_FILE = 'metrics.json'
 SUPERNET_COLUMN = 'supernet_acc'
 PROXY_COLUMN = 'proxy_score'
 SCORE_KINDS = {SUPERNET_COLUMN: 'supernet', PROXY_COLUMN: 'proxy'}
 PREDICTION_COLUMNS = ('seed', 'nb201_index', 'arch', SUPERNET_COLUMN, 'bench_acc')
+CLASS_COLUMNS = ('class_id', 'class_size')  # after PREDICTION_COLUMNS with eval.scope=unique
 GROUP_METRICS = ('n', 'kendall_tau', 'kendall_tau_b', 'spearman', 'pearson',
                  'mean_supernet_acc', 'mean_bench_acc')
 PRECISION_KS = (10, 50, 100)
@@ -50,13 +55,31 @@ TOP1_FIELDS = ('bench_rank', 'bench_accuracy', 'regret')
 
 
 def results_name(eval_config) -> str:
-  """The results subfolder: eval.name, else derived from the BN mode and scope."""
+  """The results subfolder: eval.name, else derived from the BN mode and scope, and
+  the checkpoints averaged ('running-all-avg3')."""
   if eval_config.name:
     return eval_config.name
   mode = eval_config.bn_mode
   if mode == 'recalibrate':
     mode += f'{eval_config.recalibrate_batches}'
-  return f'{mode}-{eval_config.scope}'
+  averaged = eval_config.average_checkpoints
+  return f'{mode}-{eval_config.scope}' + (f'-avg{averaged}' if averaged > 1 else '')
+
+
+def proxy_results_name(proxy: str) -> str:
+  """The results subfolder of a zero-cost proxy's scores: 'proxy-<name>'."""
+  return PROXY_PREFIX + proxy
+
+
+def proxy_of_results_name(name: str) -> str | None:
+  """The proxy a results subfolder is named after ('synflow' of 'proxy-synflow'); None
+  for a super-net evaluation's name."""
+  return name[len(PROXY_PREFIX):] if name.startswith(PROXY_PREFIX) else None
+
+
+def evaluation_folder(workdir: str, name: str) -> str:
+  """WORKDIR/results/<name>: where one evaluation's files live."""
+  return os.path.join(workdir, RESULTS_FOLDER, name)
 
 
 def group_summary(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -140,8 +163,10 @@ def summarize(seeds, scores: np.ndarray, truth: np.ndarray, groups: dict,
   return out
 
 
-def prediction_columns(score_column: str = SUPERNET_COLUMN) -> tuple[str, ...]:
-  return PREDICTION_COLUMNS[:3] + (score_column,) + PREDICTION_COLUMNS[4:]
+def prediction_columns(score_column: str = SUPERNET_COLUMN,
+                       classes: bool = False) -> tuple[str, ...]:
+  return (PREDICTION_COLUMNS[:3] + (score_column,) + PREDICTION_COLUMNS[4:]
+          + (CLASS_COLUMNS if classes else ()))
 
 
 def _score_text(value: float, score_column: str) -> str:
@@ -151,14 +176,18 @@ def _score_text(value: float, score_column: str) -> str:
 
 
 def predictions_csv(seeds, indices, arch_strings, scores, truth,
-                    score_column: str = SUPERNET_COLUMN) -> str:
+                    score_column: str = SUPERNET_COLUMN, classes=None) -> str:
+  """classes: (class ids, class sizes) of the archs, written as two more columns."""
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator='\n')
-  writer.writerow(prediction_columns(score_column))
+  writer.writerow(prediction_columns(score_column, classes is not None))
   for i, seed in enumerate(seeds):
     for j in range(len(indices)):
-      writer.writerow([seed, int(indices[j]), arch_strings[j],
-                       _score_text(scores[i, j], score_column), f'{truth[j]:.6f}'])
+      row = [seed, int(indices[j]), arch_strings[j], _score_text(scores[i, j], score_column),
+             f'{truth[j]:.6f}']
+      if classes is not None:
+        row += [int(classes[0][j]), int(classes[1][j])]
+      writer.writerow(row)
   return buffer.getvalue()
 
 
@@ -181,7 +210,8 @@ def evaluation_identity(config, bench_sha256: str, top_ns) -> dict:
   """Everything besides the trained weights that determines the results' numbers.
 
   top_ns are the top-N sizes actually used (eval.top_ns without the sizes larger
-  than the subset). eval.recalibrate_batches counts only with bn_mode=recalibrate
+  than the subset). eval.average_checkpoints is always recorded (results written
+  before it existed scored one checkpoint). eval.recalibrate_batches counts only with bn_mode=recalibrate
   and eval.batch_size only with bn_mode=batch (BN statistics of each evaluated
   batch); eval.groups_per_call and eval.name change speed and place, not numbers.
   bench.path is recorded (resolved) but a moved table with the same sha256 is the
@@ -196,6 +226,7 @@ def evaluation_identity(config, bench_sha256: str, top_ns) -> dict:
       'eval.random_seed': int(config.eval.random_seed),
       'eval.scope': config.eval.scope,
       'eval.bn_mode': config.eval.bn_mode,
+      'eval.average_checkpoints': int(config.eval.average_checkpoints),
       'space.masked_ops': _masked_names(config.space.masked_ops),
   }
   if config.eval.bn_mode == 'recalibrate':
@@ -217,6 +248,7 @@ def _identity_from_old_record(stored: dict) -> dict:
       'eval.random_seed': flat.get('eval.random_seed'),
       'eval.scope': flat.get('eval.scope'),
       'eval.bn_mode': flat.get('eval.bn_mode'),
+      'eval.average_checkpoints': flat.get('eval.average_checkpoints', 1),
       'space.masked_ops': _masked_names(flat.get('space.masked_ops', '')),
   }
   if identity['eval.bn_mode'] == 'recalibrate':
@@ -236,8 +268,14 @@ def _shown(key: str, value) -> str:
   return str(value)
 
 
+# What results written before an identity key existed computed.
+_IDENTITY_DEFAULTS = {'eval.average_checkpoints': 1}
+
+
 def compare_identities(stored: dict, wanted: dict) -> list[str]:
-  """'key: old (stored) -> new (now)' for every key whose value differs."""
+  """'key: old (stored) -> new (now)' for every key whose value differs; a key the
+  stored identity lacks holds the value results had before it was recorded."""
+  stored = {**_IDENTITY_DEFAULTS, **stored}
   out = []
   same_table = stored.get('bench.sha256') == wanted.get('bench.sha256')
   for key in sorted(set(stored) | set(wanted)):
@@ -284,12 +322,16 @@ def score_record(score_column: str, score_name: str | None) -> dict:
 
 def write(folder: str, *, config, bench, seeds, indices, arch_strings, scores, truth,
           groups, evaluated_archs_per_second: float, step: int | None = None,
-          score_column: str = SUPERNET_COLUMN, score_name: str | None = None) -> dict:
+          averaged_steps=None, score_column: str = SUPERNET_COLUMN,
+          score_name: str | None = None) -> dict:
   """Write predictions.csv and metrics.json into folder; returns the metrics.
 
   config.eval.top_ns must hold the top-N sizes actually used; bench is the subset
-  (masked ops removed) the archs were drawn from; step is the optimizer step of the
-  scored checkpoint (None for scores without training, e.g. proxies at init).
+  (masked ops removed; its isomorphism classes with eval.scope=unique) the archs
+  were drawn from, and indices etc. are of its rows; step is the optimizer step of
+  the scored checkpoint (None for scores without training, e.g. proxies at init);
+  averaged_steps, the checkpoints whose scores were averaged (step first), is
+  recorded as scored_steps ([step] when not given).
 
   Both files are complete on disk (temporary names) before either is renamed into
   place, so a failure leaves an earlier evaluation's pair untouched; an older
@@ -301,19 +343,32 @@ def write(folder: str, *, config, bench, seeds, indices, arch_strings, scores, t
   metric = config_lib.bench_metric(config)
   summary = summarize(seeds, scores, truth, groups, top_ns, indices=indices,
                       arch_strings=arch_strings, subset_truth=np.asarray(bench.metric(metric)))
+  bench_record = {'path': bench.path, 'sha256': bench.sha256, 'metric': metric,
+                  'archs_in_subset': len(bench)}
+  classes = None
+  if bench.class_ids is not None:  # archs_in_subset counts classes, these the archs
+    bench_record['archs_in_classes'] = int(bench.class_sizes.sum())
+    by_index = np.argsort(bench.indices)
+    rows = by_index[np.searchsorted(bench.indices[by_index], np.asarray(indices))]
+    classes = (bench.class_ids[rows], bench.class_sizes[rows])
+  if averaged_steps is None:
+    averaged_steps = () if step is None else (step,)
   summary.update(
       seeds=list(seeds),
       score=score,
       scored_step=None if step is None else int(step),
+      scored_steps=[int(s) for s in averaged_steps] or None,
       evaluation=evaluation_identity(config, bench.sha256, top_ns),
-      bench={'path': bench.path, 'sha256': bench.sha256, 'metric': metric,
-             'archs_in_subset': len(bench)},
+      bench=bench_record,
       evaluated_archs=int(len(indices)),
       evaluated_archs_per_second=evaluated_archs_per_second,
-      config=config_lib.flatten(config))
+      # Resolved ('auto' as what it meant), as config.json: a resumed run's config has
+      # its recorded source adopted, and must not record another value than a fresh one.
+      config=config_lib.flatten(config_lib.resolved(config)))
   os.makedirs(folder, exist_ok=True)
   predictions_tmp = workdir_lib.write_temporary(
-      folder, predictions_csv(seeds, indices, arch_strings, scores, truth, score_column))
+      folder, predictions_csv(seeds, indices, arch_strings, scores, truth, score_column,
+                              classes))
   try:
     metrics_tmp = workdir_lib.write_temporary(folder, workdir_lib.json_text(summary))
   except BaseException:
@@ -414,9 +469,16 @@ def format_summary(summary: dict, folder: str) -> str:
   seeds = summary.get('seeds') or []
   bench = summary.get('bench') or {}
   step = summary.get('scored_step')
+  steps = summary.get('scored_steps') or []
+  if len(steps) > 1:
+    checkpoints = f', mean of checkpoint steps {", ".join(map(str, steps))}'
+  else:
+    checkpoints = f', checkpoint step {step}' if step is not None else ''
+  classes = (f', {bench["archs_in_subset"]} isomorphism classes of '
+             f'{bench["archs_in_classes"]} archs' if 'archs_in_classes' in bench else '')
   head = (f'{scorer} ranking against {bench.get("metric", "the bench")}, '
           f'{len(seeds)} seed{"s" * (len(seeds) != 1)} ({", ".join(map(str, seeds))})'
-          + (f', checkpoint step {step}' if step is not None else ''))
+          + checkpoints + classes)
   rows = [('group', 'n') + tuple(title for _, title, _ in SUMMARY_FIELDS) + (score_title,)]
   for name in sorted(summary['groups'], key=_group_key):
     entry = summary['groups'][name]
@@ -436,7 +498,7 @@ def format_summary(summary: dict, folder: str) -> str:
   parent = os.path.dirname(os.path.normpath(folder))
   lines += ['files:', f'  {os.path.join(folder, PREDICTIONS_FILE)}',
             f'  {os.path.join(folder, METRICS_FILE)}']
-  if os.path.basename(parent) == 'results':
+  if os.path.basename(parent) == RESULTS_FOLDER:
     tb = os.path.join(os.path.dirname(parent), 'tb')
     lines.append(f'  {tb}{os.sep}  (tensorboard --logdir {tb})')
   return '\n'.join(lines)

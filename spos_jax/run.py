@@ -26,6 +26,7 @@ import os
 import time
 
 from absl import logging
+import jax
 import numpy as np
 
 from spos_jax import augment
@@ -38,6 +39,7 @@ from spos_jax import proxies
 from spos_jax import results
 from spos_jax import scoring
 from spos_jax import train as train_lib
+from spos_jax import trajectory
 from spos_jax import workdir as workdir_lib
 
 # Bytes per predictions.csv row (seed, index, arch string, two accuracies) and the
@@ -61,21 +63,24 @@ def _load_table(path: str) -> bench_lib.Bench:
 
 
 def load_ranking_bench(config) -> bench_lib.Bench:
-  """The bench restricted to the allowed ops; fails fast on a bad file or metric."""
+  """The bench restricted to the allowed ops, with eval.scope=unique their isomorphism
+  classes (bench.unique_classes); fails fast on a bad file or metric."""
   bench = _load_table(ranking_bench_path(config))
   bench.metric(config_lib.bench_metric(config))
-  return bench_lib.restrict(bench, config_lib.allowed_ops(config))
+  return bench_lib.ranked_subset(bench, config_lib.allowed_ops(config),
+                                 unique=config.eval.scope == 'unique')
 
 
 def scored_rows(config, bench) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[int, ...]]:
   """Rows of the bench to score, each group's positions into them, and the top-Ns.
 
   Top-N groups larger than the subset are dropped; 'all' is every scored arch.
+  Scopes 'all' and 'unique' score every row (of a bench of classes for 'unique').
   """
   top_ns = tuple(n for n in config.eval.top_ns if n <= len(bench))
   groups = bench_lib.arch_groups(bench, config_lib.bench_metric(config), top_ns,
                                  config.eval.random_size, config.eval.random_seed)
-  if config.eval.scope == 'all':
+  if config.eval.scope in ('all', 'unique'):
     rows = np.arange(len(bench))
   else:
     rows = np.unique(np.concatenate([g for name, g in groups.items() if name != 'all']))
@@ -85,7 +90,7 @@ def scored_rows(config, bench) -> tuple[np.ndarray, dict[str, np.ndarray], tuple
 
 
 def results_folder(config, workdir: str) -> str:
-  return os.path.join(workdir, 'results', results.results_name(config.eval))
+  return results.evaluation_folder(workdir, results.results_name(config.eval))
 
 
 def results_complete(config, workdir: str) -> bool:
@@ -123,14 +128,16 @@ def _check_space_for_results(config, workdir: str, num_rows: int) -> None:
                                               f'{len(config.seeds)} seeds')
 
 
-def _scoring_progress(seed, seed_index: int, num_seeds: int, start: float):
-  """A scoring.score_archs report callback: a log line with the share done and an ETA."""
+def _scoring_progress(seed, seed_index: int, num_seeds: int, start: float,
+                      unit: str = 'fair groups'):
+  """A score_archs report callback (scoring.py, proxies.py: done and total in `unit`):
+  a log line with the share done and an ETA."""
   def report(done: int, total: int) -> None:
     fraction = (seed_index + done / total) / num_seeds
     elapsed = time.time() - start
     eta = elapsed * (1 - fraction) / max(fraction, 1e-9)
-    logging.info('scoring seed %s: %d/%d fair groups, %.0f%% of all seeds, ETA %s', seed,
-                 done, total, 100 * fraction, train_lib.format_eta(eta))
+    logging.info('scoring seed %s: %d/%d %s, %.0f%% of all seeds, ETA %s', seed,
+                 done, total, unit, 100 * fraction, train_lib.format_eta(eta))
   return report
 
 
@@ -151,7 +158,12 @@ def _write_results(workdir: str, folder: str, config, bench, rows, groups, score
 
 def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = False,
                  bench: bench_lib.Bench | None = None) -> dict:
-  """Score the bench's archs with every seed's weights; write the results folder."""
+  """Score the bench's archs with every seed's weights; write the results folder.
+
+  states are the final ones; with eval.average_checkpoints=K each score is the mean
+  over them and the K-1 earlier checkpoints of averaged_steps, restored from workdir
+  one at a time and scored the same way.
+  """
   name = results.results_name(config.eval)
   folder = results_folder(config, workdir)
   refuse_existing_results(config, workdir, overwrite)
@@ -170,22 +182,28 @@ def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = F
            if config.eval.bn_mode == 'recalibrate' else None)
   seeds = tuple(config.seeds)
   step = train_lib.step_of(states)
-  scores = np.zeros((len(seeds), len(rows)))
-  logging.info('scoring %d archs x %d seeds of step %d (%s)', len(rows), len(seeds), step,
-               name)
+  steps = averaged_steps(config, workdir, step)
+  logging.info('scoring %d archs x %d seeds of step %s (%s)', len(rows), len(seeds),
+               ' and '.join(map(str, steps)), name)
   start = time.time()
-  for i, seed in enumerate(seeds):
-    params, batch_stats = seed_variables(states, i)
-    scores[i] = score_archs(
-        config, model, params, batch_stats, bench.archs[rows], data, recal,
-        report=_scoring_progress(seed, i, len(seeds), start))
-    logging.info('seed %d: scored %d archs', seed, len(rows))
-  rate = len(seeds) * len(rows) / (time.time() - start)
+  scores = np.zeros((len(steps), len(seeds), len(rows)))
+  for k, scored_step in enumerate(steps):
+    if k:  # the final states are given; earlier ones come from their checkpoints
+      states = restore_step(config, workdir, scored_step, data,
+                            f'eval.average_checkpoints={len(steps)} averages it')
+    for i, seed in enumerate(seeds):
+      params, batch_stats = seed_variables(states, i)
+      scores[k, i] = score_archs(
+          config, model, params, batch_stats, bench.archs[rows], data, recal,
+          report=_scoring_progress(seed, k * len(seeds) + i, len(steps) * len(seeds), start))
+      logging.info('seed %d: scored %d archs at step %d', seed, len(rows), scored_step)
+  scores = scores.mean(axis=0)  # over checkpoints
+  rate = len(steps) * len(seeds) * len(rows) / (time.time() - start)
   eval_config = config.copy_and_resolve_references()
   with eval_config.unlocked():
     eval_config.eval.top_ns = top_ns
   summary = _write_results(workdir, folder, eval_config, bench, rows, groups, scores, rate,
-                           step=step)
+                           step=step, averaged_steps=steps)
   writer = workdir_lib.summary_writer(workdir)
   results.write_tensorboard(writer, name, summary, step)
   writer.close()
@@ -200,6 +218,47 @@ def final_marker(config) -> str:
           else workdir_lib.TRAINED_MARKER)
 
 
+def averaged_steps(config, workdir: str, final_step: int) -> list[int]:
+  """The checkpoints whose scores evaluate_run averages, final_step first:
+  checkpoint.averaged_steps over the run's checkpoints (few-shot: the sub-networks');
+  EvaluationError when they are not there."""
+  k = config.eval.average_checkpoints
+  if k == 1:
+    return [final_step]
+  folder = os.path.join(workdir, _checkpoints_folder(config))
+  try:
+    return checkpoint.averaged_steps(final_step, checkpoint.saved_steps(folder),
+                                     config.train.checkpoint_every_steps, k)
+  except checkpoint.CheckpointError as e:
+    raise EvaluationError(f'{folder}: {e}') from None
+
+
+def states_template(config, data: data_lib.DeviceData):
+  """Shapes and dtypes of the states a run scores (a few-shot run: its sub-networks'),
+  computed without running init."""
+  image_shape = data.train_images.shape[1:]
+  if config_lib.fewshot_enabled(config):
+    return fewshot.states_template(
+        config, fewshot.create_optimizer(config, data.num_train), image_shape)
+  model = train_lib.create_model(config)
+  tx = train_lib.create_optimizer(config, data.num_train)
+  return jax.eval_shape(lambda: train_lib.init_states(model, tx, tuple(config.seeds),
+                                                      image_shape))
+
+
+def restore_step(config, workdir: str, step: int, data: data_lib.DeviceData, why: str):
+  """The states of exactly checkpoint `step` of the run (few-shot: of its sub-networks),
+  verified; CheckpointError in one line, saying `why` that step is needed."""
+  ckpt = (fewshot.checkpointer(config, workdir) if config_lib.fewshot_enabled(config)
+          else checkpoint.Checkpointer(workdir, config.train.keep_checkpoints))
+  try:
+    return ckpt.restore(step, states_template(config, data))
+  except checkpoint.CheckpointError as e:
+    raise checkpoint.CheckpointError(f'{e}: {why}') from None
+  finally:
+    ckpt.close()
+
+
 def restore_trained_states(config, workdir: str):
   """The train states of exactly the step TRAINED (FEWSHOT_TRAINED) names, and the
   data; refuses otherwise."""
@@ -211,19 +270,11 @@ def restore_trained_states(config, workdir: str):
     raise EvaluationError(f'{workdir} holds no finished training run (no '
                           f'{workdir_lib.TRAINED_MARKER} marker); run spos_jax.main first')
   data = train_lib.load_device_data(config)
-  model = train_lib.create_model(config)
-  tx = train_lib.create_optimizer(config, data.num_train)
-  template = train_lib.init_states(model, tx, tuple(config.seeds))
-  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
-  try:  # only the final weights are scored: an older checkpoint would be another run
-    states = ckpt.restore(step, template)
-  except checkpoint.CheckpointError as e:
-    raise checkpoint.CheckpointError(
-        f'{e}: it is the final checkpoint, which {workdir_lib.TRAINED_MARKER} names; rerun '
-        f'spos_jax.main on this workdir to retrain its last steps, then evaluate again'
-    ) from None
-  finally:
-    ckpt.close()
+  # Only the final weights are scored: an older checkpoint would be another run.
+  states = restore_step(
+      config, workdir, step, data,
+      f'it is the final checkpoint, which {workdir_lib.TRAINED_MARKER} names; rerun '
+      f'spos_jax.main on this workdir to retrain its last steps, then evaluate again')
   return states, data
 
 
@@ -233,9 +284,64 @@ def _print_stored_summary(config, workdir: str) -> None:
     print(results.format_summary(json.load(f), folder), flush=True)
 
 
+def check_run_data(config, workdir: str, data: data_lib.DeviceData) -> None:
+  """Refuse data whose contents differ from those the run recorded (a resume or a
+  re-scoring on other data, workdir.record_data); record them and the final step
+  they make."""
+  final_step = (train_lib.total_steps(config, data.num_train)
+                if config.method == 'supernet' else None)
+  workdir_lib.record_data(workdir, data_lib.fingerprint(data), final_step)
+
+
+def load_run_data(config, workdir: str) -> data_lib.DeviceData:
+  """The run's data (train.load_device_data), checked by check_run_data."""
+  data = train_lib.load_device_data(config)
+  check_run_data(config, workdir, data)
+  return data
+
+
+def _checkpoints_folder(config) -> str:
+  """The folder of the checkpoints final_marker names."""
+  return (workdir_lib.FEWSHOT_CHECKPOINTS_FOLDER if config_lib.fewshot_enabled(config)
+          else workdir_lib.CHECKPOINTS_FOLDER)
+
+
+def marker_problem(config, workdir: str) -> str | None:
+  """Why the run's finished marker is wrong (workdir.marker_problem); None if it is not."""
+  return workdir_lib.marker_problem(workdir, final_marker(config), _checkpoints_folder(config))
+
+
+def _withdraw_wrong_marker(config, workdir: str) -> None:
+  """Remove a finished marker that names another step than the run's final one, so
+  that this run finishes training and scores the final step (under the lock)."""
+  problem = marker_problem(config, workdir)
+  if problem:
+    workdir_lib.withdraw_trained(
+        workdir, problem, final_marker(config),
+        then='this run resumes from the newest checkpoint, trains to the final step and '
+             'scores that step')
+
+
+def _results_of_another_step(config, workdir: str, states) -> bool:
+  """Whether the results on disk scored another step than the final one of states
+  (their marker was wrong): they are scored again, with a warning."""
+  if not results_complete(config, workdir):
+    return False
+  with open(os.path.join(results_folder(config, workdir), results.METRICS_FILE)) as f:
+    scored = json.load(f).get('scored_step')
+  final = train_lib.step_of(states)
+  if scored is None or scored == final:
+    return False
+  logging.warning('%s holds results of step %s, not of the final step %d: scoring the final '
+                  'step into it again', results_folder(config, workdir), scored, final)
+  return True
+
+
 def _finished(config, workdir: str) -> bool:
-  """Training finished (TRAINED) and the results of this evaluation are on disk."""
+  """Training finished (a finished marker that the checkpoints confirm) and the
+  results of this evaluation are on disk."""
   return (workdir_lib.trained_step(workdir, final_marker(config)) is not None
+          and marker_problem(config, workdir) is None
           and results_complete(config, workdir))
 
 
@@ -264,7 +370,7 @@ def is_finished(config, workdir: str) -> bool:
 
 
 def proxy_results_folder(workdir: str, name: str) -> str:
-  return os.path.join(workdir, 'results', f'proxy-{name}')
+  return results.evaluation_folder(workdir, results.proxy_results_name(name))
 
 
 def _pending_proxies(config, workdir: str, bench, refuse_others: bool = False) -> list[str]:
@@ -321,7 +427,7 @@ def score_proxies(config, workdir: str) -> dict[str, dict]:
 
 def _write_proxy_results(config, top_config, workdir, bench, rows, groups, names):
   """Score `names` with every seed's init; write and print each proxy's results."""
-  data = train_lib.load_device_data(config)
+  data = load_run_data(config, workdir)
   # One layer per cell in grad_norm: the unrolled cells (proxies refuse scan_cells).
   model = train_lib.create_model(config, scan_cells=False)
   images, labels = proxies.proxy_batch(np.asarray(data.train_images),
@@ -335,7 +441,8 @@ def _write_proxy_results(config, top_config, workdir, bench, rows, groups, names
   start = time.time()
   for i, seed in enumerate(seeds):
     by_name = proxies.score_archs(model, bench.archs[rows], images, labels, names, seed,
-                                  config.proxies.archs_per_call)
+                                  config.proxies.archs_per_call,
+                                  report=_scoring_progress(seed, i, len(seeds), start, 'archs'))
     for name in names:
       scores[name][i] = by_name[name]
     logging.info('seed %d: %d archs scored', seed, len(rows))
@@ -348,6 +455,55 @@ def _write_proxy_results(config, top_config, workdir, bench, rows, groups, names
                                      score_name=name)
     print(results.format_summary(summaries[name], folder), flush=True)
   return summaries
+
+
+def trajectory_rows(config, bench) -> tuple[np.ndarray, dict, tuple[int, ...]]:
+  """The archs the trajectory scores (as scored_rows): a sample of eval.trajectory_size
+  archs of the subset, one group, or with 0 the run's evaluation groups."""
+  if config.eval.trajectory_size:
+    rows = trajectory.sample_rows(len(bench), config.eval.trajectory_size,
+                                  config.eval.random_seed)
+    return rows, {'all': np.arange(len(rows))}, ()
+  return scored_rows(config, bench)
+
+
+def trajectory_recorder(config, workdir: str, bench, data, writer, *, fewshot_phase=False):
+  """The train loop's hook that records the ranking trajectory (trajectory.Recorder) of
+  the one-shot phase or, with fewshot_phase, of the few-shot sub-networks."""
+  rows, groups, top_ns = trajectory_rows(config, bench)
+  model = (fewshot.create_model if fewshot_phase else train_lib.create_model)(config)
+  score_archs = fewshot.score_archs if fewshot_phase else scoring.score_archs
+  recal = (scoring.recalibration_images(config, data)
+           if config.eval.bn_mode == 'recalibrate' else None)
+
+  def score(params, batch_stats, archs):
+    return score_archs(config, model, params, batch_stats, archs, data, recal)
+  phase = fewshot.train_config(config) if fewshot_phase else config
+  return trajectory.Recorder(
+      phase, workdir, bench=bench, rows=rows, groups=groups, top_ns=top_ns,
+      num_train=data.num_train, score=score,
+      seed_variables=fewshot.seed_variables if fewshot_phase else scoring.seed_variables,
+      epoch_offset=config.train.epochs if fewshot_phase else 0.0, writer=writer)
+
+
+def _train_all_phases(config, workdir: str, data, bench):
+  """train.train, then the few-shot sub-networks when the run has them, recording the
+  ranking trajectory of each phase when it ranks and eval.every_epochs is set."""
+  record = bench is not None and trajectory.enabled(config)
+  writer = workdir_lib.summary_writer(workdir) if record else None
+  try:
+    states = train_lib.train(
+        config, workdir, data,
+        on_steps=trajectory_recorder(config, workdir, bench, data, writer) if record else None)
+    if config_lib.fewshot_enabled(config):  # then split it and train the sub-networks
+      states = fewshot.train_fewshot(
+          config, workdir, data, states,
+          on_steps=(trajectory_recorder(config, workdir, bench, data, writer,
+                                        fewshot_phase=True) if record else None))
+  finally:
+    if writer is not None:
+      writer.close()
+  return states
 
 
 def train_and_evaluate(config, workdir: str) -> dict | None:
@@ -373,18 +529,19 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
       _print_stored_summary(config, workdir)
       return None
   with workdir_lib.lock(workdir):
-    data = train_lib.load_device_data(config)
-    states = train_lib.train(config, workdir, data)
-    if config_lib.fewshot_enabled(config):  # then split it and train the sub-networks
-      states = fewshot.train_fewshot(config, workdir, data, states)
+    data = load_run_data(config, workdir)
+    _withdraw_wrong_marker(config, workdir)
+    states = _train_all_phases(config, workdir, data, bench)
     if not ranking:
       logging.info('bench.path=%r: training only, no ranking', config.bench.path)
       return None
-    if results_complete(config, workdir):  # scored before, trained again after a bad checkpoint
+    stale = _results_of_another_step(config, workdir, states)
+    # Scored before, trained again after a bad checkpoint (or a marker that was wrong).
+    if results_complete(config, workdir) and not stale:
       logging.info('results of this run exist already; nothing to evaluate')
       _print_stored_summary(config, workdir)
       return None
-    return evaluate_run(config, workdir, states, data, bench=bench)
+    return evaluate_run(config, workdir, states, data, bench=bench, overwrite=stale)
 
 
 def rescore(workdir: str, overrides: dict, *, overwrite: bool = False) -> dict:
@@ -410,6 +567,15 @@ def rescore(workdir: str, overrides: dict, *, overwrite: bool = False) -> dict:
   bench = load_ranking_bench(config)
   refuse_existing_results(config, workdir, overwrite)
   _check_space_for_results(config, workdir, len(scored_rows(config, bench)[0]))
+  problem = marker_problem(config, workdir)
+  if problem:
+    raise EvaluationError(f'{problem}; rerun spos_jax.main on this workdir (it removes the '
+                          f'marker, trains to the final step and scores it), then evaluate '
+                          f'again')
+  final_step = workdir_lib.trained_step(workdir, final_marker(config))
+  if final_step is not None:  # the checkpoints to average are there (no marker: refused below)
+    averaged_steps(config, workdir, final_step)
   with workdir_lib.lock(workdir):
     states, data = restore_trained_states(config, workdir)
+    check_run_data(config, workdir, data)
     return evaluate_run(config, workdir, states, data, overwrite=overwrite, bench=bench)

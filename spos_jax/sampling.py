@@ -1,4 +1,4 @@
-"""Path samplers (SPEC 4): pure functions of a PRNG key, jit-able.
+"""Path samplers (docs/method.md, 'Path sampling'): pure functions of a PRNG key, jit-able.
 
 A path holds op indices (space.OPS order): [6] with shared topology, [num_cells, 6]
 with unshared topology. Strictly fair sampling returns a whole group [K, ...] whose

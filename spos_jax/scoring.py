@@ -1,4 +1,4 @@
-"""Score many archs with one set of super-network weights (SPEC 6).
+"""Score many archs with one set of super-network weights (docs/method.md, 'Evaluation').
 
 Fast path: archs are packed into fair groups of |O| paths that use every allowed op
 exactly once per edge (space.pack_fair_groups: whole cosets {a + t*(1,..,1) mod |O|}
@@ -28,6 +28,7 @@ from spos_jax import augment
 from spos_jax import config as config_lib
 from spos_jax import data as data_lib
 from spos_jax import memory
+from spos_jax import preemption
 from spos_jax import space
 
 # Key stream of the recalibration batches: the same batches for every arch and seed.
@@ -128,6 +129,8 @@ def score_archs(config, model, params, batch_stats, archs: np.ndarray,
   report(groups_done, groups_total), if given, is called at most every
   report_every_s seconds, after waiting for the chunks dispatched so far (the only
   syncs: without it, chunks are dispatched back to back and read once at the end).
+  SIGTERM, SIGUSR1 or Ctrl-C stop it after the current chunk with
+  preemption.Stopped: its caller writes nothing, and the rerun scores again.
   """
   allowed = config_lib.allowed_ops(config)
   archs, arch_of_row = np.unique(np.asarray(archs, np.int32), axis=0, return_inverse=True)
@@ -139,21 +142,23 @@ def score_archs(config, model, params, batch_stats, archs: np.ndarray,
   batches = list(_eval_batches(config, data))
   counts_per_chunk = []  # on the device until the end: no sync between chunks
   last_report = time.monotonic()
-  for start in range(0, len(paths), chunk):
-    part = paths[start:start + chunk]
-    # Pad the last chunk so that one compiled shape serves every call.
-    part = jnp.asarray(np.concatenate([part, part[:1].repeat(chunk - len(part), 0)]))
-    stats = batch_stats
-    if recalibrate is not None:
-      stats = recalibrate(params, batch_stats, part, recal_images)
-    counts = 0
-    for x, labels in batches:
-      counts = counts + scorer(params, stats, part, x, labels)
-    counts_per_chunk.append(counts)
-    if report is not None and time.monotonic() - last_report >= report_every_s:
-      counts.block_until_ready()
-      report(min(start + chunk, len(paths)), len(paths))
-      last_report = time.monotonic()
+  with preemption.PreemptionWatcher(kept=lambda: preemption.SCORE_AGAIN) as watcher:
+    for start in range(0, len(paths), chunk):
+      part = paths[start:start + chunk]
+      # Pad the last chunk so that one compiled shape serves every call.
+      part = jnp.asarray(np.concatenate([part, part[:1].repeat(chunk - len(part), 0)]))
+      stats = batch_stats
+      if recalibrate is not None:
+        stats = recalibrate(params, batch_stats, part, recal_images)
+      counts = 0
+      for x, labels in batches:
+        counts = counts + scorer(params, stats, part, x, labels)
+      counts_per_chunk.append(counts)
+      if report is not None and time.monotonic() - last_report >= report_every_s:
+        counts.block_until_ready()
+        report(min(start + chunk, len(paths)), len(paths))
+        last_report = time.monotonic()
+      watcher.stop_if_requested('scoring')
   correct = np.concatenate(jax.device_get(counts_per_chunk))[:len(owner)]
   accuracy = np.zeros(len(archs))
   accuracy[owner[owner >= 0]] = 100.0 * correct[owner >= 0] / data.num_val

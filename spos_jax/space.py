@@ -1,10 +1,11 @@
 """The NAS-Bench-201 cell search space: ops, arch strings and arrays, masks, cosets.
 
 An architecture is an int array of shape [6]: one op index per edge, edges in NB201
-string order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2 (SPEC 1).
+string order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2 (docs/method.md, 'Search space').
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Iterable, Sequence
 
@@ -148,6 +149,77 @@ def is_dead(archs: np.ndarray) -> np.ndarray:
         r |= reach[frm] & live[..., e]
     reach.append(r)
   return ~reach[-1]
+
+
+# ---------------------------------------------------------------------------
+# Isomorphism classes (the unique-architecture protocol)
+
+# Classes of the whole space under `cell_expression`: the count the NB201 authors and
+# Ning et al. (2021) use for the "unique" archs.
+NUM_UNIQUE_ARCHS = 6466
+ZERO_TERM = '#'
+
+
+def cell_expression(arch: Sequence[int]) -> str:
+  """The function a cell computes, written so that isomorphic cells read the same.
+
+  NB201's rule (`CellStructure.to_unique_str(consider_zero=True)` of its API): node 0
+  is '0'; each input of a node is a term: '#' (zero) through `none` or from a node
+  that is '#', the input node's own expression through `skip_connect` (identity),
+  '(<input>)@<op>' through any other op; a node is its terms sorted and joined by '+'
+  (a sum does not depend on the order of its inputs). The cell is node 3's
+  expression. So edges that cannot reach the output vanish, skip chains collapse and
+  the two middle nodes may swap roles. Two details keep the NB201 count of 6466
+  classes: zero terms stay as terms ('#+X' is not 'X'), and only a node with one input
+  (node 1) can itself become '#'. A finer split than function equality (dropping
+  zero terms would leave 5390 classes), never a coarser one.
+  """
+  arch = validate_arch(arch)
+  nodes = ['0']
+  for node in range(1, NUM_NODES):
+    terms = []
+    for e, (to, frm) in enumerate(EDGES):
+      if to != node:
+        continue
+      op = int(arch[e])
+      if op == NONE or nodes[frm] == ZERO_TERM:
+        terms.append(ZERO_TERM)
+      elif op == SKIP:
+        terms.append(nodes[frm])
+      else:
+        terms.append(f'({nodes[frm]})@{OPS[op]}')
+    nodes.append('+'.join(sorted(terms)))
+  return nodes[-1]
+
+
+@functools.lru_cache(maxsize=1)
+def _class_of_code() -> np.ndarray:
+  """Isomorphism class of every arch, indexed by arch_code; read-only."""
+  expressions = [cell_expression(a) for a in all_archs()]
+  _, first, inverse = np.unique(expressions, return_index=True, return_inverse=True)
+  number = np.empty(len(first), np.int64)  # classes numbered by their first member
+  number[np.argsort(first, kind='stable')] = np.arange(len(first))
+  out = number[inverse.reshape(-1)]
+  out.setflags(write=False)
+  return out
+
+
+def isomorphism_class(archs: np.ndarray) -> np.ndarray:
+  """Class id of each arch ([..., 6] -> [...]): archs with the same `cell_expression`
+  share it. Ids run 0..6465 over the whole space, numbered in `all_archs` order of the
+  classes' first members, so an id means the same class in every masked subset."""
+  return _class_of_code()[arch_code(validate_archs(archs))]
+
+
+def validate_archs(archs: np.ndarray) -> np.ndarray:
+  """[..., 6] integer op indices in 0..4, else ArchError."""
+  a = np.asarray(archs)
+  if a.shape[-1:] != (NUM_EDGES,) or not np.issubdtype(a.dtype, np.integer):
+    raise ArchError(f'archs are [..., {NUM_EDGES}] integer op indices, got shape {a.shape} '
+                    f'of {a.dtype}')
+  if a.size and (a.min() < 0 or a.max() >= NUM_OPS):
+    raise ArchError(f'op indices must lie in 0..{NUM_OPS - 1}')
+  return a
 
 
 def uses_only(archs: np.ndarray, allowed: Sequence[int]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Super-network training (SPEC 4-5): optimizer, train steps, the loop of one run.
+"""Super-network training (docs/method.md, 'Training'): optimizer, train steps, the loop of one run.
 
 All seeds of a run train together: every array of the train state has a leading
 seed axis and the step is vmapped over it. Randomness is a pure function of
@@ -7,7 +7,8 @@ seed axis and the step is vmapped over it. Randomness is a pure function of
 Two train steps compute the same update for strictly fair sampling:
   * `fair_group_step` (used): the whole group of |O| micro-batches in one static
     graph (model.py's fair-group mode); loss = sum of micro-batch mean losses, so
-    the gradient is the SUM of the micro-batch gradients (SPEC 4).
+    the gradient is the SUM of the micro-batch gradients (docs/method.md, 'Strictly fair
+    update').
   * `reference_micro_step`: one micro-batch on one path through `nn.switch`,
     accumulated by optax.MultiSteps (sum, not mean); the straightforward reference.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from absl import logging
 import flax
@@ -38,6 +39,34 @@ from spos_jax import workdir as workdir_lib
 
 # Streams of randomness derived from each seed.
 _INIT, _DATA, _PATH, _AUGMENT = range(4)
+
+# The layers every path uses: the stem conv and its BN, the two reduction blocks
+# between the stages, the final BN and the classifier (model.SuperNet's top-level
+# modules other than the cells). In a strictly fair step each cell op gets the
+# gradient of the one micro-batch that drew it, but these get the sum of all |O|
+# (train.shared_layers chooses what they do with it).
+SHARED_LAYERS = ('stem', 'stem_bn', 'reduction_1', 'reduction_2', 'head_bn', 'classifier')
+
+
+def split_shared(tree) -> tuple[dict, dict]:
+  """(shared layers, cell ops) of a params-shaped tree, split by top-level name."""
+  unknown = [k for k in tree if k not in SHARED_LAYERS and not k.startswith('cell')]
+  if unknown:
+    raise ValueError(f'layers {unknown} are neither cells (cell_*, cells_*) nor in '
+                     f'train.SHARED_LAYERS: add them to one of the two')
+  return ({k: v for k, v in tree.items() if k in SHARED_LAYERS},
+          {k: v for k, v in tree.items() if k not in SHARED_LAYERS})
+
+
+def merge_shared(shared: dict, cells: dict) -> dict:
+  """The inverse of split_shared."""
+  return {**shared, **cells}
+
+
+def scale_shared(grads, factor):
+  """grads with the shared layers' entries times factor, the cell ops' unchanged."""
+  shared, cells = split_shared(grads)
+  return merge_shared(jax.tree.map(lambda g: g * factor, shared), cells)
 
 
 @flax.struct.dataclass
@@ -94,16 +123,47 @@ def weight_decay_mask(params) -> Any:
       lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
 
 
-def create_optimizer(config, num_train: int) -> optax.GradientTransformation:
-  """PyTorch SGD semantics: clip the summed gradient, add decay, momentum, lr."""
+def sgd(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """PyTorch SGD semantics: clip the gradient, add decay, momentum, lr = schedule(updates)."""
   t = config.train
   parts = []
   if t.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(t.clip_norm))
   if t.weight_decay > 0:
     parts.append(optax.add_decayed_weights(t.weight_decay, mask=weight_decay_mask))
-  parts.append(optax.sgd(learning_rate_schedule(config, num_train), momentum=t.momentum))
+  parts.append(optax.sgd(schedule, momentum=t.momentum))
   return optax.chain(*parts)
+
+
+class SharedLayerOptimizer(NamedTuple):
+  """SGD on the shared layers and on the cell ops, each part with its own state.
+
+  train.shared_layers='every_micro_step': `shared_micro_group_step` updates the
+  shared layers with `shared` after every micro-batch and the cell ops with `cells`
+  once per group. State {'shared': ..., 'cells': ...}; there is no whole-tree update.
+  """
+  shared: optax.GradientTransformation
+  cells: optax.GradientTransformation
+
+  def init(self, params):
+    shared, cells = split_shared(params)
+    return {'shared': self.shared.init(shared), 'cells': self.cells.init(cells)}
+
+
+def create_optimizer(config, num_train: int):
+  """PyTorch SGD semantics: clip the summed gradient, add decay, momentum, lr.
+
+  train.shared_layers='every_micro_step' gives a SharedLayerOptimizer: the shared
+  layers take |O| updates per optimizer step, each at that step's lr (their schedule
+  counts micro-steps // |O|), with their own momentum and their decay |O| times per
+  step, as uniform sampling's layers take it; the cell ops are stepped as in 'sum'.
+  """
+  schedule = learning_rate_schedule(config, num_train)
+  if config.train.shared_layers != 'every_micro_step':
+    return sgd(config, schedule)
+  k = config_lib.group_size(config)
+  return SharedLayerOptimizer(shared=sgd(config, lambda micro_step: schedule(micro_step // k)),
+                              cells=sgd(config, schedule))
 
 
 def init_state(model, tx, seed, image_shape=data_lib.IMAGE_SHAPE) -> TrainState:
@@ -171,12 +231,24 @@ def augment_members(config, keys, images):
   return jax.vmap(functools.partial(augment_micro_batch, config))(keys, images)
 
 
-def finish_step(state, tx, grads, new_stats, loss, correct, count):
-  """tx on the (summed) gradient, the step counter, and the metrics of one step."""
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+def step_metrics(params, updates, grads, loss, correct, count) -> dict:
+  """Loss, accuracy, gradient norm and finiteness of a step, and how far it moved the
+  shared layers and the cell ops: update_norm_* = ||update||, param_norm_* = ||params
+  before||, so that a run shows whether the shared layers' steps are |O| times larger."""
   metrics = dict(loss=loss, accuracy=correct / count,
                  grad_norm=optax.tree_utils.tree_norm(grads))
   metrics['finite'] = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
+  for name, part_updates, part_params in zip(('shared', 'cells'), split_shared(updates),
+                                             split_shared(params)):
+    metrics[f'update_norm_{name}'] = optax.tree_utils.tree_norm(part_updates)
+    metrics[f'param_norm_{name}'] = optax.tree_utils.tree_norm(part_params)
+  return metrics
+
+
+def finish_step(state, tx, grads, new_stats, loss, correct, count):
+  """tx on the (summed) gradient, the step counter, and the metrics of one step."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  metrics = step_metrics(state.params, updates, grads, loss, correct, count)
   return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                        batch_stats=new_stats, opt_state=opt_state), metrics
 
@@ -188,7 +260,12 @@ def fair_group_step(config, model, tx, state: TrainState, data,
   Strictly fair: the |O| micro-batches run as members of one fair-group forward.
   Uniform: the group has one member and runs the single-path forward. With a
   device mesh each micro-batch is split across the devices (sharding.py).
+  train.shared_layers: 'sum' steps every layer on the summed gradient; 'mean' first
+  divides the shared layers' part by |O|; 'every_micro_step' is
+  `shared_micro_group_step`.
   """
+  if config.train.shared_layers == 'every_micro_step':
+    return shared_micro_group_step(config, model, tx, state, data, mesh)
   images, labels, paths, aug_keys = group_inputs(config, data, state.seed, state.step)
   images = sharding.split_batch(images, mesh, batch_axis=1)
   labels = sharding.split_batch(labels, mesh, batch_axis=1)
@@ -207,8 +284,58 @@ def fair_group_step(config, model, tx, state: TrainState, data,
     return per_member.sum(), (new_vars['batch_stats'], logits, per_member)
 
   grads, (new_stats, logits, per_member) = jax.grad(loss_fn, has_aux=True)(state.params)
+  if config.train.shared_layers == 'mean':
+    grads = scale_shared(grads, 1 / config_lib.group_size(config))
   correct = (logits.argmax(-1) == labels).sum()
   return finish_step(state, tx, grads, new_stats, per_member.mean(), correct, labels.size)
+
+
+def shared_micro_group_step(config, model, tx: SharedLayerOptimizer, state: TrainState, data,
+                            mesh=None) -> tuple[TrainState, dict]:
+  """One optimizer step where the shared layers step after every micro-batch (one seed).
+
+  train.shared_layers='every_micro_step'. Micro-batch k runs single-path (nn.switch)
+  with the shared layers as the k micro-steps before it left them and the cell ops
+  as the group found them; the shared layers then take a tx.shared step on its
+  gradient. After the group the cell ops take one tx.cells step on the sum of the
+  |O| gradients, their strictly fair update. Each micro-batch needs the shared layers
+  its predecessor wrote, so the micro-steps are a lax.scan over the group: one
+  member's graph to compile (unrolled, the |O| copies compiled 4.5x longer on CPU).
+  """
+  images, labels, paths, aug_keys = group_inputs(config, data, state.seed, state.step)
+  images = sharding.split_batch(images, mesh, batch_axis=1)
+  labels = sharding.split_batch(labels, mesh, batch_axis=1)
+  x = augment_members(config, aug_keys, images)
+  shared, cells = split_shared(state.params)
+
+  def loss_fn(shared, cells, stats, x, labels, path):
+    logits, new_vars = model.apply({'params': merge_shared(shared, cells), 'batch_stats': stats},
+                                   x, path, train=True, mutable=['batch_stats'])
+    loss = cross_entropy(logits, labels, config.train.label_smoothing).mean()
+    return loss, (new_vars['batch_stats'], (logits.argmax(-1) == labels).sum())
+
+  def micro_step(carry, member):
+    shared, shared_opt, stats, sums = carry
+    (loss, (stats, correct)), (g_shared, g_cells) = jax.value_and_grad(
+        loss_fn, argnums=(0, 1), has_aux=True)(shared, cells, stats, *member)
+    updates, shared_opt = tx.shared.update(g_shared, shared_opt, shared)
+    sums = jax.tree.map(jnp.add, sums, (g_shared, updates, g_cells, loss, correct))
+    return (optax.apply_updates(shared, updates), shared_opt, stats, sums), None
+
+  zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+  sums = (zeros(shared), zeros(shared), zeros(cells), jnp.zeros(()), jnp.zeros((), jnp.int32))
+  (shared, shared_opt, stats, sums), _ = jax.lax.scan(
+      micro_step, (shared, state.opt_state['shared'], state.batch_stats, sums),
+      (x, labels, paths))
+  shared_grads, shared_updates, cell_grads, loss_sum, correct = sums
+  cell_updates, cells_opt = tx.cells.update(cell_grads, state.opt_state['cells'], cells)
+  metrics = step_metrics(state.params, merge_shared(shared_updates, cell_updates),
+                         merge_shared(shared_grads, cell_grads), loss_sum / labels.shape[0],
+                         correct, labels.size)
+  return state.replace(step=state.step + 1,
+                       params=merge_shared(shared, optax.apply_updates(cells, cell_updates)),
+                       batch_stats=stats, opt_state={'shared': shared_opt, 'cells': cells_opt}
+                       ), metrics
 
 
 def reference_micro_step(config, model, tx_multi, state: TrainState, data, member):
@@ -232,6 +359,92 @@ def reference_micro_step(config, model, tx_multi, state: TrainState, data, membe
   (loss, (new_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   correct = (logits.argmax(-1) == labels[member]).sum()
   return finish_step(state, tx_multi, grads, new_stats, loss, correct, labels[member].size)
+
+
+# Where in a run the |O| member gradients of the shared layers are compared
+# (with_gradient_probe), as fractions of its optimizer steps: a few fixed points,
+# since each costs a group's forward and |O| backward passes.
+PROBE_FRACTIONS = (0.0, 0.02, 0.1, 0.25, 0.5, 0.75, 0.98)
+
+
+def probe_steps(num_steps: int) -> tuple[int, ...]:
+  """The optimizer steps (0-based, the state's step before it) probed in a run."""
+  return tuple(sorted({min(int(f * num_steps), num_steps - 1) for f in PROBE_FRACTIONS}))
+
+
+def member_gradients(config, model, state: TrainState, data):
+  """Each member's gradient w.r.t. the shared layers: a tree of leaves [K, ...] (one seed).
+
+  The group of state.step, as fair_group_step runs it. Member k's loss reaches the
+  shared layers only through its own micro-batch (every layer normalises each
+  member with its own batch statistics), so row k is micro-batch k's gradient,
+  and the rows sum to the shared layers' part of fair_group_step's gradient.
+  """
+  images, labels, paths, aug_keys = group_inputs(config, data, state.seed, state.step)
+  x = augment_members(config, aug_keys, images)
+  shared, cells = split_shared(state.params)
+
+  def member_losses(shared):
+    variables = {'params': merge_shared(shared, cells), 'batch_stats': state.batch_stats}
+    logits, _ = model.apply(variables, x, paths, train=True, mutable=['batch_stats'])
+    return cross_entropy(logits, labels, config.train.label_smoothing).mean(-1)
+  return jax.jacrev(member_losses)(shared)
+
+
+def gradient_coherence(member_grads) -> dict[str, jax.Array]:
+  """How alike K member gradients are, per shared layer and over all of them ('all').
+
+  '<layer>/cosine': the mean cosine similarity of the K(K-1)/2 pairs.
+  '<layer>/step_multiple': the norm of their sum over their mean norm, the summed
+  step in units of one micro-batch's: sqrt(K) for orthogonal gradients, K for
+  parallel ones (the |O|-times step the sum would then take).
+  """
+  layers = {name: member_grads[name] for name in SHARED_LAYERS if name in member_grads}
+  out = {}
+  for name, tree in {**layers, 'all': member_grads}.items():
+    flat = jnp.concatenate([g.reshape(g.shape[0], -1) for g in jax.tree.leaves(tree)], axis=1)
+    gram = jnp.dot(flat, flat.T, precision=jax.lax.Precision.HIGHEST)
+    norms = jnp.sqrt(jnp.diagonal(gram))
+    cosines = gram / jnp.maximum(norms[:, None] * norms[None, :], 1e-30)
+    k = flat.shape[0]
+    out[f'{name}/cosine'] = (cosines.sum() - jnp.trace(cosines)) / (k * (k - 1))
+    out[f'{name}/step_multiple'] = jnp.sqrt(jnp.maximum(gram.sum(), 0.0)) / jnp.maximum(
+        norms.mean(), 1e-30)
+  return out
+
+
+def with_gradient_probe(config, model, train_chunk: Callable, num_steps: int) -> Callable:
+  """train_chunk, which also measures gradient_coherence at probe_steps.
+
+  A chunk that starts at or just before a probe step first measures the group of
+  the step it starts at, on the states before it donates them; its metrics get
+  'shared_grads/<layer>/<measure>' [steps, seeds], NaN but in the first row. Strictly
+  fair runs only: uniform sampling's group has one member.
+  """
+  if config_lib.group_size(config) < 2:
+    return train_chunk
+  due = probe_steps(num_steps)
+  chunk = min(config.train.steps_per_dispatch, num_steps)
+
+  @jax.jit
+  def probe(states, data):  # seeds one after another: |O| backward passes of one seed
+    return jax.lax.map(
+        lambda state: gradient_coherence(member_gradients(config, model, state, data)), states)
+
+  def run(states, data):
+    start = step_of(states)
+    measured = None
+    if any(start <= s < start + chunk for s in due):
+      measured = jax.device_get(probe(states, data))
+    states, metrics = train_chunk(states, data)
+    if measured is not None:
+      rows = np.shape(metrics['valid'])[0]
+      for name, values in measured.items():
+        column = np.full((rows,) + np.shape(values), np.nan, np.float32)
+        column[0] = values
+        metrics = dict(metrics, **{f'shared_grads/{name}': column})
+    return states, metrics
+  return run
 
 
 def over_seeds(one_seed: Callable, seeds_in_parallel: bool = True) -> Callable:
@@ -297,18 +510,22 @@ def compile_fitting(make_chunk: Callable[[bool], Callable], states, data, what: 
   parallel = True
   train_chunk = compiled(parallel)
   if num_seeds > 1 and not memory.fits(train_chunk):
-    logging.warning('%s needs an estimated %.1f GiB, over the device limit of %.1f GiB: '
+    logging.warning('%s needs an estimated %.1f GiB, over the %.1f GiB that %s allows: '
                     'the seeds train one after another', what,
                     memory.estimate_bytes(train_chunk) / 2**30,
-                    memory.device_limit_bytes() / 2**30)
+                    memory.device_limit_bytes() / 2**30, memory.memory_name())
     parallel = False
     train_chunk = compiled(parallel)
     what += ', one seed at a time,'
-  memory.check_fits(train_chunk, what,
-                    'train fewer seeds per run (--config.seeds), a smaller train.batch_size '
-                    'or train.steps_per_dispatch, let JAX take more of the GPU '
-                    '(XLA_PYTHON_CLIENT_MEM_FRACTION, 0.75 by default) or use a larger device')
+  memory.check_fits(train_chunk, what, _MEMORY_HINT_HOST if memory.on_host() else _MEMORY_HINT)
   return train_chunk, parallel
+
+
+_MEMORY_HINT = ('train fewer seeds per run (--config.seeds), a smaller train.batch_size '
+                'or train.steps_per_dispatch, let JAX take more of the GPU '
+                '(XLA_PYTHON_CLIENT_MEM_FRACTION, 0.75 by default) or use a larger device')
+_MEMORY_HINT_HOST = ('on a CPU, lower --config.train.batch_size or --config.model.channels, '
+                     'or start from configs/tiny.py, the CPU-sized run')
 
 
 def training_description(config) -> str:
@@ -327,7 +544,11 @@ def compile_train_chunk(config, model, tx, num_steps: int, states, data, mesh=No
 
 
 def format_eta(seconds: float) -> str:
+  """'4m05s', '3h07m' or, past two days, '12d 4h': the ETA as a person reads it."""
   seconds = int(max(seconds, 0))
+  days, rest_of_day = divmod(seconds, 86400)
+  if days >= 2:
+    return f'{days}d {rest_of_day // 3600}h'
   h, rest = divmod(seconds, 3600)
   return f'{h}h{rest // 60:02d}m' if h else f'{rest // 60}m{rest % 60:02d}s'
 
@@ -381,17 +602,17 @@ def _per_seed(values) -> np.ndarray:
 
 
 def _log_progress(writer, config, metrics, *, step, num_steps, rate, lr, epoch,
-                  images_per_step, tb_prefix='train', log_prefix='') -> None:
+                  images_per_step, tb_prefix='train', log_prefix='') -> float:
   """Console line and TensorBoard scalars from a chunk's metrics [steps, seeds, *members]
-  (the members, few-shot sub-networks, averaged)."""
+  (the members, few-shot sub-networks, averaged); returns the ETA in seconds."""
   valid = _per_seed(np.asarray(metrics['valid'], bool))[:, 0] == 1  # all members valid
   losses = _per_seed(metrics['loss'])[valid]
   loss = float(losses.mean())
   acc = 100.0 * float(_per_seed(metrics['accuracy'])[valid].mean())  # percent, as scoring
-  images_left = (num_steps - step) * images_per_step
+  eta = (num_steps - step) * images_per_step / max(rate, 1e-9)
   logging.info('%sepoch %.2f/%d step %d/%d loss %.4f acc %.1f%% lr %.5f %.0f img/s ETA %s',
                log_prefix, epoch, config.train.epochs, step, num_steps, loss, acc, lr, rate,
-               format_eta(images_left / max(rate, 1e-9)))
+               format_eta(eta))
   writer.add_scalar(f'{tb_prefix}/loss', loss, step)
   writer.add_scalar(f'{tb_prefix}/accuracy_percent', acc, step)
   writer.add_scalar(f'{tb_prefix}/learning_rate', lr, step)
@@ -399,6 +620,40 @@ def _log_progress(writer, config, metrics, *, step, num_steps, rate, lr, epoch,
   for i, seed in enumerate(config.seeds):
     writer.add_scalar(f'{tb_prefix}/loss_seed_{seed}', float(losses[:, i].mean()), step)
   writer.flush()
+  return eta
+
+
+# A run on the CPU that would take longer than this says so once, and names the CPU config.
+_LONG_ON_HOST_SECONDS = 3 * 3600
+
+
+def warn_if_long_on_host(eta: float, log_prefix: str = '') -> None:
+  if memory.on_host() and eta > _LONG_ON_HOST_SECONDS:
+    logging.warning('%sthis run trains on the CPU and needs about %s more at this rate; '
+                    'configs/tiny.py is sized for a CPU (a GPU runs this config in minutes)',
+                    log_prefix, format_eta(eta))
+
+
+def log_step_metrics(writer, metrics, step_before: int, tb_prefix: str = 'train') -> None:
+  """TensorBoard scalars of every step of a chunk's metrics [steps, seeds, *members]
+  (seeds and sub-networks averaged): update_norm/{shared,cells}, relative_update/...
+  (the update's norm over the weights'), and shared_grads/... where probed."""
+  valid = _per_seed(np.asarray(metrics['valid'], bool))[:, 0] == 1
+  for row in np.flatnonzero(valid):
+    step = step_before + int(row) + 1
+    for part in ('shared', 'cells'):
+      if f'update_norm_{part}' not in metrics:
+        continue
+      update = _per_seed(metrics[f'update_norm_{part}'])[row]
+      weights = _per_seed(metrics[f'param_norm_{part}'])[row]
+      writer.add_scalar(f'{tb_prefix}/update_norm/{part}', float(update.mean()), step)
+      if (weights > 0).all():  # a subset of parameter-free ops has no cell weights
+        writer.add_scalar(f'{tb_prefix}/relative_update/{part}',
+                          float((update / weights).mean()), step)
+    for key, values in metrics.items():
+      value = _per_seed(values)[row] if key.startswith('shared_grads/') else None
+      if value is not None and np.isfinite(value).all():
+        writer.add_scalar(f'{tb_prefix}/{key}', float(value.mean()), step)
 
 
 def images_per_step(config, states) -> int:
@@ -414,7 +669,7 @@ def step_of(states) -> int:
 def train_loop(config, workdir: str, states, data: data_lib.DeviceData,
                compile_chunk: Callable, ckpt: checkpoint.Checkpointer, *, what: str,
                stop_after_steps: int | None = None, member_names=(), tb_prefix='train',
-               log_prefix='') -> TrainState:
+               log_prefix='', on_steps: Callable | None = None) -> TrainState:
   """Train `states` (fresh or restored) to total_steps(config): the loop of both phases.
 
   compile_chunk(states, data) -> the compiled chunk (states, data) -> (states,
@@ -426,6 +681,9 @@ def train_loop(config, workdir: str, states, data: data_lib.DeviceData,
   the next step boundary and raise Preempted; the final step writes ckpt.marker.
   stop_after_steps ends the call early (tests, time-limited jobs). Closes ckpt.
   what: the step being compiled, for the log ('the train step (5 seeds)').
+  on_steps(states, step_before, step), if given, runs after every chunk and before
+  that step's checkpoint is saved (trajectory.Recorder: a kill between the two makes
+  the resumed run redo it, never skip it).
   """
   num_steps = total_steps(config, data.num_train)
   schedule = learning_rate_schedule(config, data.num_train)
@@ -436,8 +694,10 @@ def train_loop(config, workdir: str, states, data: data_lib.DeviceData,
   if step:
     logging.info('%sresumed from step %d of %d', log_prefix, step, num_steps)
   last_saved = last_logged = step
+  warned_long = False
   try:
-    with preemption.PreemptionWatcher() as watcher:
+    with preemption.PreemptionWatcher(
+        kept=functools.partial(workdir_lib.kept_text, workdir)) as watcher:
       train_chunk = None
       while step < num_steps and (stop_after_steps is None or step < stop_after_steps):
         if train_chunk is None:  # a finished phase compiles nothing
@@ -451,15 +711,21 @@ def train_loop(config, workdir: str, states, data: data_lib.DeviceData,
         states, metrics = train_chunk(states, data)
         metrics = jax.device_get(metrics)
         _check_finite(metrics, step_before, config, workdir, member_names)
+        log_step_metrics(writer, metrics, step_before, tb_prefix)
         step = step_of(states)
+        if on_steps is not None:
+          on_steps(states, step_before, step)
         if step - last_logged >= config.train.log_every_steps or step == num_steps:
           now = time.time()
           rate = (step - last_logged) * step_images / max(now - last_log_time, 1e-9)
-          _log_progress(writer, config, metrics, step=step, num_steps=num_steps, rate=rate,
-                        lr=float(schedule(step - 1)),
-                        epoch=step * config_lib.group_size(config) / micro_per_epoch,
-                        images_per_step=step_images, tb_prefix=tb_prefix,
-                        log_prefix=log_prefix)
+          eta = _log_progress(writer, config, metrics, step=step, num_steps=num_steps,
+                              rate=rate, lr=float(schedule(step - 1)),
+                              epoch=step * config_lib.group_size(config) / micro_per_epoch,
+                              images_per_step=step_images, tb_prefix=tb_prefix,
+                              log_prefix=log_prefix)
+          if not warned_long:
+            warn_if_long_on_host(eta, log_prefix)
+            warned_long = True
           last_logged, last_log_time = step, now
         if step - last_saved >= config.train.checkpoint_every_steps or step == num_steps:
           ckpt.save(step, states)
@@ -477,12 +743,13 @@ def train_loop(config, workdir: str, states, data: data_lib.DeviceData,
 
 
 def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
-          stop_after_steps: int | None = None) -> TrainState:
+          stop_after_steps: int | None = None, on_steps: Callable | None = None
+          ) -> TrainState:
   """Train every seed of the run; resume from the newest checkpoint in workdir.
 
   stop_after_steps ends this call early (tests, time-limited jobs); SIGTERM or
   SIGUSR1 save a checkpoint at the next step boundary and raise Preempted. The
-  same call again resumes.
+  same call again resumes. on_steps: train_loop's hook (the ranking trajectory).
   """
   config_lib.validate(config)
   workdir_lib.prepare(workdir, config)
@@ -501,7 +768,8 @@ def train(config, workdir: str, data: data_lib.DeviceData | None = None, *,
     states, data = sharding.replicate((states, data), mesh)
 
   def compile_chunk(states, data):
-    return compile_train_chunk(config, model, tx, num_steps, states, data, mesh)[0]
+    chunk = compile_train_chunk(config, model, tx, num_steps, states, data, mesh)[0]
+    return with_gradient_probe(config, model, chunk, num_steps)
   return train_loop(config, workdir, states, data, compile_chunk, ckpt,
                     what=f'the train step ({len(config.seeds)} seeds)',
-                    stop_after_steps=stop_after_steps)
+                    stop_after_steps=stop_after_steps, on_steps=on_steps)

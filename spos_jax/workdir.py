@@ -203,14 +203,52 @@ def check_writable(workdir: str) -> None:
 
 
 def load_config_record(workdir: str) -> dict | None:
+  """The run's config.json ({'train.lr': 0.025, ...}); None when there is none.
+
+  WorkdirError, in one line naming the file, when it is unreadable or not a run's
+  record: not a JSON object, empty, or holding keys that no config has.
+  """
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return None
   try:
     with open(path) as f:
-      return json.load(f)
+      saved = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise WorkdirError(f'{path} is unreadable ({e}); move it away or use a new workdir') from None
+  problem = _config_record_problem(saved)
+  if problem:
+    raise WorkdirError(f'{path} {problem}, not a config record of a run '
+                       f'({{"train.lr": 0.025, ...}}); move it away or use a new workdir')
+  return saved
+
+
+def _config_record_problem(saved) -> str | None:
+  """What makes a parsed config.json no run's record; None when it is one.
+
+  Keys a record lacks take their defaults (a run recorded before they existed).
+  """
+  if not isinstance(saved, dict):
+    return f'holds a JSON {_json_type(saved)}'
+  if not saved:
+    return 'holds an empty JSON object'
+  known = config_lib.flatten(config_lib.base_config())
+  unknown = sorted(k for k in saved if k not in known)
+  if unknown:
+    return f'holds {len(unknown)} unknown keys ({", ".join(map(repr, unknown[:3]))})'
+  return None
+
+
+def _json_type(value) -> str:
+  names = {list: 'list', str: 'string', bool: 'boolean', int: 'number', float: 'number',
+           type(None): 'null'}
+  return names.get(type(value), type(value).__name__)
+
+
+def has_work(workdir: str) -> bool:
+  """Whether workdir holds checkpoints or results: what makes it a run of its record."""
+  return any(os.path.isdir(os.path.join(workdir, sub)) and os.listdir(
+      os.path.join(workdir, sub)) for sub in WORK_FOLDERS)
 
 
 def check_same_run(workdir: str, config) -> None:
@@ -221,12 +259,11 @@ def check_same_run(workdir: str, config) -> None:
   only: for refusing a run before anything is written.
   """
   saved = load_config_record(workdir)
-  has_work = any(os.path.isdir(os.path.join(workdir, sub)) and os.listdir(
-      os.path.join(workdir, sub)) for sub in WORK_FOLDERS)
-  if saved is None and has_work:
+  worked = has_work(workdir)
+  if saved is None and worked:
     raise WorkdirError(f'{workdir} holds checkpoints or results but no {CONFIG_FILE}; '
                        f'refusing to mix runs')
-  if saved is not None and has_work:
+  if saved is not None and worked:
     current = config_lib.flatten(config)
     differing = config_lib.differing_keys(saved, current)
     if differing:
@@ -247,9 +284,11 @@ def prepare(workdir: str, config) -> None:
   check_writable(workdir)
   check_same_run(workdir, config)
   current = config_lib.flatten(config_lib.resolved(config))  # what 'auto' and '' meant
+  # What the run's data recorded (record_data) outlives the rewrite: a resume checks it.
+  kept = {k: v for k, v in load_run_info(workdir).items() if k in _DATA_RECORD_KEYS}
   try:
     write_json_atomic(os.path.join(workdir, CONFIG_FILE), current)
-    write_json_atomic(os.path.join(workdir, RUN_INFO_FILE), run_info(config))
+    write_json_atomic(os.path.join(workdir, RUN_INFO_FILE), {**run_info(config), **kept})
   except DiskFullError as e:
     record_failure(workdir, e)
     raise
@@ -310,6 +349,53 @@ def run_info(config) -> dict:
       data_path=config.data.path)
 
 
+def load_run_info(workdir: str) -> dict:
+  """run_info.json as a dict; {} when it is missing or unreadable (it records, it
+  does not decide: config.json does)."""
+  try:
+    with open(os.path.join(workdir, RUN_INFO_FILE)) as f:
+      info = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  return info if isinstance(info, dict) else {}
+
+
+# ------------------------------------------------------------------ the run's data
+
+# run_info.json keys that record the data a run was trained on (record_data).
+DATA_SHA256_KEY = 'data_sha256'
+FINAL_STEP_KEY = 'final_step'
+_DATA_RECORD_KEYS = (DATA_SHA256_KEY, FINAL_STEP_KEY)
+
+
+def record_data(workdir: str, data_sha256: str, final_step: int | None = None) -> None:
+  """Check the data a run is about to use against the one it recorded; record it.
+
+  data_sha256 fingerprints the contents (data.fingerprint: train and validation
+  arrays after the split), so another path to the same arrays is the same data and
+  changed contents at the same path are not. A run with checkpoints or results
+  that recorded other contents is refused (WorkdirError, one line naming both
+  fingerprints); a run without any (a start that failed early) records the new
+  ones. final_step, the step training ends at with this data, is what a TRAINED
+  marker is checked against (marker_problem).
+  """
+  info = load_run_info(workdir)
+  recorded = info.get(DATA_SHA256_KEY)
+  if recorded and recorded != data_sha256 and has_work(workdir):
+    was = info.get('data_path') or info.get('data_source') or 'its data'
+    raise WorkdirError(
+        f'{workdir} was trained on data with fingerprint {recorded[:16]} ({was}), but the '
+        f'data given now has fingerprint {data_sha256[:16]} (train and validation arrays '
+        f'after the split); pass the data the run started with, or use another --workdir')
+  update = {DATA_SHA256_KEY: data_sha256}
+  if final_step is not None:
+    update[FINAL_STEP_KEY] = int(final_step)
+  if all(info.get(k) == v for k, v in update.items()):
+    return
+  check_writable(workdir)
+  write_json_atomic(os.path.join(workdir, RUN_INFO_FILE), {**info, **update})
+
+
 # -------------------------------------------------------------------------- markers
 
 
@@ -357,13 +443,62 @@ def trained_step(workdir: str, marker: str = TRAINED_MARKER) -> int | None:
                        f'and rerun spos_jax.main to finish the run') from None
 
 
-def withdraw_trained(workdir: str, why: str, marker: str = TRAINED_MARKER) -> None:
+def withdraw_trained(workdir: str, why: str, marker: str = TRAINED_MARKER,
+                     then: str = 'rerunning spos_jax.main retrains the last steps') -> None:
   """Remove the marker (its final checkpoint is gone), so that a rerun retrains."""
   path = os.path.join(workdir, marker)
   if os.path.exists(path):
     os.remove(path)
-    logging.warning('removed %s: %s; rerunning spos_jax.main retrains the last steps',
-                    path, why)
+    logging.warning('removed %s: %s; %s', path, why, then)
+
+
+def checkpoint_steps(workdir: str, folder: str = CHECKPOINTS_FOLDER) -> list[int]:
+  """Steps of the finished checkpoints in WORKDIR/folder, ascending.
+
+  Orbax names a finished checkpoint by its step alone (a save in progress has a
+  suffix), so the folder's names say it without opening orbax: cheap, and safe
+  from a signal-watching thread.
+  """
+  try:
+    names = os.listdir(os.path.join(workdir, folder))
+  except OSError:
+    return []
+  return sorted(int(n) for n in names if n.isdigit())
+
+
+def kept_text(workdir: str) -> str:
+  """What a run stopped now keeps (its newest checkpoint of each phase) and what the
+  rerun does: the end of the line of an interrupted run."""
+  kept = [f'{os.path.join(workdir, folder, str(steps[-1]))} (step {steps[-1]})'
+          for folder in (CHECKPOINTS_FOLDER, FEWSHOT_CHECKPOINTS_FOLDER)
+          for steps in [checkpoint_steps(workdir, folder)] if steps]
+  if not kept:
+    return 'no checkpoint was saved yet; run the same command again to start'
+  return (f'kept the newest checkpoint {" and ".join(kept)}, the steps after it are lost; '
+          f'run the same command again to resume')
+
+
+def marker_problem(workdir: str, marker: str = TRAINED_MARKER,
+                   folder: str = CHECKPOINTS_FOLDER) -> str | None:
+  """Why the finished marker cannot be believed; None when it can (or is absent).
+
+  The marker must name the final step the run's data makes (TRAINED, when
+  record_data recorded it), and no checkpoint in folder may be newer. An older
+  newest checkpoint is not the marker's fault: the final one was lost (restore
+  refuses it by name, and a rerun of main retrains the last steps).
+  """
+  step = trained_step(workdir, marker)
+  if step is None:
+    return None
+  path = os.path.join(workdir, marker)
+  final = load_run_info(workdir).get(FINAL_STEP_KEY) if marker == TRAINED_MARKER else None
+  if isinstance(final, int) and step != final:
+    return f'{path} names step {step}, but the run\'s final step is {final}'
+  steps = checkpoint_steps(workdir, folder)
+  if steps and steps[-1] > step:
+    return (f'{path} names step {step}, but the newest checkpoint in '
+            f'{os.path.join(workdir, folder)} is step {steps[-1]}')
+  return None
 
 
 # ----------------------------------------------------------------------------- lock

@@ -12,6 +12,7 @@ result. SPOS_TEST_COMPILE_CACHE=0 turns it off.
 """
 import atexit
 import os
+from pathlib import Path
 import shutil
 import tempfile
 
@@ -165,3 +166,25 @@ def train_and_evaluate_capturing(config, workdir) -> tuple:
     run_lib.train_and_evaluate(config, workdir)
   assert seen, 'train_and_evaluate did not evaluate'
   return seen['states'], seen['data']
+
+
+# ---------------------------------------------------------------------------
+# Test data from outside the package
+
+# A few tests compare against a plain-CSV copy of the NAS-Bench-201 table kept outside
+# the package (the package ships the same table gzipped; tests/test_bench.py checks
+# that the two hold the same bytes). SPOS_JAX_TEST_DATA names the folder that holds it
+# as nb201/nb201_table.csv; without it the tests look in shared/data/ beside the
+# repository's folder. Where the file is absent, the tests that need it skip.
+TEST_DATA = Path(os.environ.get('SPOS_JAX_TEST_DATA')
+                 or Path(__file__).resolve().parents[2] / 'shared' / 'data')
+NB201_TABLE = TEST_DATA / 'nb201' / 'nb201_table.csv'
+
+
+@pytest.fixture(scope='session')
+def nb201_table() -> Path:
+  """NB201_TABLE, the plain-CSV NB201 table; skips the test where it is absent."""
+  if not NB201_TABLE.is_file():
+    pytest.skip(f'no NB201 table at {NB201_TABLE} (SPOS_JAX_TEST_DATA names a folder '
+                f'holding nb201/nb201_table.csv)')
+  return NB201_TABLE

@@ -15,10 +15,6 @@ from spos_jax import bench
 from spos_jax import space
 from spos_jax.bench import BenchError
 
-SHARED_TABLE = (Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'nb201'
-                / 'nb201_table.csv')
-needs_shared_table = pytest.mark.skipif(
-    not SHARED_TABLE.is_file(), reason=f'shared NB201 table not found at {SHARED_TABLE}')
 
 # A hand-checked tiny bench: op counts per arch are written beside each arch.
 TINY_ARCHS = np.array([
@@ -58,18 +54,16 @@ def tiny(tiny_path) -> bench.Bench:
 
 
 @pytest.fixture(scope='module')
-def shared() -> bench.Bench:
-  if not SHARED_TABLE.is_file():
-    pytest.skip(f'shared NB201 table not found at {SHARED_TABLE}')
-  return bench.load_bench(SHARED_TABLE)
+def shared(nb201_table) -> bench.Bench:
+  """The plain-CSV NB201 table of conftest.nb201_table (skips where it is absent)."""
+  return bench.load_bench(nb201_table)
 
 
 # ---------------------------------------------------------------------------
-# The shared table
+# The NB201 table as a plain CSV file (test data outside the package)
 
 
-@needs_shared_table
-def test_shared_table_loads_all_archs(shared):
+def test_plain_csv_table_loads_all_archs(shared):
   assert len(shared) == space.NUM_ARCHS
   assert shared.archs.shape == (space.NUM_ARCHS, 6) and shared.archs.dtype == np.int32
   assert shared.indices.dtype == np.int64
@@ -89,7 +83,6 @@ def test_shared_table_loads_all_archs(shared):
       shared.archs, np.stack([space.string_to_arch(s) for s in shared.arch_strings]))
 
 
-@needs_shared_table
 def test_bench_arrays_are_read_only(shared):
   with pytest.raises(ValueError):
     shared.archs[0, 0] = 1
@@ -97,7 +90,6 @@ def test_bench_arrays_are_read_only(shared):
     shared.metric('cifar10_test')[0] = 0.0
 
 
-@needs_shared_table
 def test_masked_subset_sizes(shared):
   no_zero = bench.restrict(shared, space.allowed_ops_from_mask('none'))
   assert len(no_zero) == 4 ** 6 == 4096
@@ -112,7 +104,6 @@ def test_masked_subset_sizes(shared):
                                 no_zero_pool.metric('cifar10_test'))
 
 
-@needs_shared_table
 @pytest.mark.parametrize('mask', ['', 'none', 'none,avg_pool_3x3'])
 def test_top_n_are_the_best_n(shared, mask):
   subset = bench.restrict(shared, space.allowed_ops_from_mask(mask))
@@ -126,7 +117,6 @@ def test_top_n_are_the_best_n(shared, mask):
     np.testing.assert_array_equal(np.sort(values[top]), np.sort(values)[-n:])
 
 
-@needs_shared_table
 def test_random_sample_reproducible_from_seed(shared):
   a = bench.random_sample(shared, 1000, seed=0)
   np.testing.assert_array_equal(a, bench.random_sample(shared, 1000, seed=0))
@@ -140,7 +130,6 @@ def test_random_sample_reproducible_from_seed(shared):
   np.testing.assert_array_equal(np.sort(shuffled.indices[c]), np.sort(shared.indices[a]))
 
 
-@needs_shared_table
 def test_arch_groups(shared):
   subset = bench.restrict(shared, space.allowed_ops_from_mask('none,avg_pool_3x3'))
   groups = bench.arch_groups(subset, 'cifar10_test')
@@ -155,7 +144,51 @@ def test_arch_groups(shared):
   np.testing.assert_array_equal(full['random'], bench.random_sample(shared, 1000, 3))
 
 
-@needs_shared_table
+@pytest.mark.parametrize('mask', ['', 'none', 'none,avg_pool_3x3'])
+def test_unique_classes_one_row_per_class_by_the_stated_rule(mask):
+  """The lowest NB201 index represents its class; each metric is the class mean over
+  the members of the (masked) subset; sizes add up to the subset; row order kept."""
+  full = bench.load_bench(bench.BUILTIN)
+  subset = bench.restrict(full, space.allowed_ops_from_mask(mask))
+  unique = bench.ranked_subset(full, space.allowed_ops_from_mask(mask), unique=True)
+  classes = space.isomorphism_class(subset.archs)
+  assert len(unique) == len(np.unique(classes))
+  assert unique.class_sizes.sum() == len(subset)
+  assert (np.diff(bench.rows_for_archs(subset, unique.archs)) > 0).all()
+  np.testing.assert_array_equal(unique.class_ids, space.isomorphism_class(unique.archs))
+  for row in np.random.default_rng(0).choice(len(unique), 200, replace=False):
+    members = classes == unique.class_ids[row]
+    assert unique.class_sizes[row] == members.sum()
+    assert unique.indices[row] == subset.indices[members].min()
+    for name in subset.metric_names:
+      assert unique.metric(name)[row] == pytest.approx(subset.metric(name)[members].mean(),
+                                                       abs=1e-9)
+  # take_rows keeps the class columns; a bench of classes is not split again.
+  picked = bench.take_rows(unique, [2, 0])
+  np.testing.assert_array_equal(picked.class_ids, unique.class_ids[[2, 0]])
+  np.testing.assert_array_equal(picked.class_sizes, unique.class_sizes[[2, 0]])
+  with pytest.raises(BenchError, match='isomorphism classes already'):
+    bench.unique_classes(unique)
+  if not mask:
+    assert len(unique) == space.NUM_UNIQUE_ARCHS == 6466
+
+
+def test_unique_classes_of_the_tiny_bench(tmp_path):
+  """Two isomorphic rows (a skip chain and the direct edge) become one: the lower index
+  represents it with the mean accuracy."""
+  archs = [space.string_to_arch('|skip_connect~0|+|none~0|none~1|+|none~0|nor_conv_3x3~1|none~2|'),
+           space.string_to_arch('|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|'),
+           TINY_ARCHS[0]]
+  rows = [[9, space.arch_to_string(archs[0]), 80.0], [4, space.arch_to_string(archs[1]), 70.0],
+          [6, space.arch_to_string(archs[2]), 94.0]]
+  table = bench.load_bench(write_table(tmp_path / 't.csv', ['index', 'arch', 'cifar10_test'],
+                                       rows), expect_full=False)
+  unique = bench.unique_classes(table)
+  assert unique.indices.tolist() == [4, 6]
+  assert unique.metric('cifar10_test').tolist() == [75.0, 94.0]
+  assert unique.class_sizes.tolist() == [2, 1]
+
+
 def test_every_top500_arch_uses_conv3x3(shared):
   """Paper Sec. 4 / Fig. 3: unless masked, every top-500 arch holds a 3x3 conv."""
   top = shared.archs[bench.top_n(shared, 'cifar10_test', 500)]
@@ -166,10 +199,9 @@ def test_every_top500_arch_uses_conv3x3(shared):
   assert stats['share']['avg_pool_3x3'] == min(stats['share'].values())
 
 
-@needs_shared_table
-def test_usage_cli_writes_csv(tmp_path, capsys):
+def test_usage_cli_writes_csv(tmp_path, capsys, nb201_table):
   out = tmp_path / 'usage.csv'
-  code = bench.main(['usage', f'--bench={SHARED_TABLE}', '--mask=', '--mask=none,avg_pool_3x3',
+  code = bench.main(['usage', f'--bench={nb201_table}', '--mask=', '--mask=none,avg_pool_3x3',
                      '--top_ns=10,500', f'--out={out}'])
   assert code == 0
   printed = capsys.readouterr().out
@@ -435,19 +467,21 @@ def test_directory_as_bench_is_refused_as_a_directory(tmp_path):
 # ---------------------------------------------------------------------------
 # The packaged table and bench.path values
 
-SHARED_CSV_SHA256 = 'fddc21507f6bce05964d057d289a5f1d11e18e4c9a6cad5038a4d633cad3d144'
+NB201_CSV_SHA256 = 'fddc21507f6bce05964d057d289a5f1d11e18e4c9a6cad5038a4d633cad3d144'
 
 
-def test_packaged_table_is_the_shared_table_compressed():
+def test_packaged_table_is_the_csv_compressed():
   """The builtin file decompresses to exactly the CSV of PROVENANCE.md (its sha256),
   and is gzip with mtime 0, so rebuilding it gives the same bytes."""
   raw = bench.BUILTIN_TABLE.read_bytes()
   assert raw[:2] == bench.GZIP_MAGIC and raw[4:8] == b'\0\0\0\0'  # mtime 0
   content = gzip.decompress(raw)
-  assert hashlib.sha256(content).hexdigest() == SHARED_CSV_SHA256
-  assert SHARED_CSV_SHA256 in (bench.BUILTIN_TABLE.parent / 'PROVENANCE.md').read_text()
-  if SHARED_TABLE.is_file():
-    assert hashlib.sha256(SHARED_TABLE.read_bytes()).hexdigest() == SHARED_CSV_SHA256
+  assert hashlib.sha256(content).hexdigest() == NB201_CSV_SHA256
+  assert NB201_CSV_SHA256 in (bench.BUILTIN_TABLE.parent / 'PROVENANCE.md').read_text()
+
+
+def test_plain_csv_table_is_the_packaged_one(nb201_table):
+  assert hashlib.sha256(nb201_table.read_bytes()).hexdigest() == NB201_CSV_SHA256
 
 
 def test_packaged_table_loads_all_archs():

@@ -316,3 +316,35 @@ def test_orbax_warnings_still_show(caplog):
   with caplog.at_level(logging.DEBUG):
     absl_logging.get_absl_logger().handle(record)
   assert 'an orbax warning' in caplog.text
+
+
+# ------------------------------------------------- the checkpoints averaged for scoring
+
+
+@pytest.mark.parametrize('final,saved,every,k,expected', [
+    (31, [20, 31], 20, 1, [31]),
+    (31, [20, 31], 20, 2, [31, 20]),  # the final step is off the grid: it always counts
+    (40, [20, 30, 40], 10, 3, [40, 30, 20]),
+    (40, [20, 40], 20, 2, [40, 20]),
+    (43, [13, 20, 40, 43], 20, 3, [43, 40, 20]),  # 13: a preemption's, off the grid
+    (40, [10, 20, 30, 40, 50], 10, 2, [40, 30]),  # after the final step: not this run's
+])
+def test_averaged_steps_follow_the_checkpoint_grid(final, saved, every, k, expected):
+  assert checkpoint.averaged_steps(final, saved, every, k) == expected
+
+
+def test_averaged_steps_refuse_a_grid_that_lacks_steps():
+  # A preemption at step 13 moved the next save to 33: the grid step 20 was never saved.
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r'needs the final step 43 and the 2 newest .* multiples of '
+                           r'train.checkpoint_every_steps=20, but only 0 .*13, 33, 43'):
+    checkpoint.averaged_steps(43, [13, 33, 43], 20, 3)
+
+
+def test_saved_steps_lists_finished_step_folders(tmp_path):
+  folder = tmp_path / 'checkpoints'
+  assert checkpoint.saved_steps(str(folder)) == []
+  for name in ('4', '12', '8.orbax-checkpoint-tmp-1', 'notes'):
+    (folder / name).mkdir(parents=True)
+  (folder / '16').write_text('a file, not a checkpoint')
+  assert checkpoint.saved_steps(str(folder)) == [4, 12]

@@ -1,5 +1,7 @@
 """spos_jax.cli and the main program's command line: one line and exit 2 for user errors."""
+import json
 import os
+import re
 from pathlib import Path
 import subprocess
 import sys
@@ -69,3 +71,46 @@ def test_main_print_config_lists_fields_without_a_workdir():
   result = _main('--config=configs/tiny.py', '--print_config')
   assert result.returncode == 0, result.stderr[-2000:]
   assert any(line.startswith('model.channels = 8  # ') for line in result.stdout.splitlines())
+
+
+def _program(module, *args):
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+def _one_error_line(result) -> str:
+  """The program's one line of error (absl's log lines, 'I1205 13:59:30 ...', aside)."""
+  lines = [line for line in result.stderr.splitlines()
+           if line.strip() and not re.match(r'[IWEF]\d{4} ', line)]
+  assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: '), (
+      result.returncode, result.stderr[-2000:])
+  return lines[0]
+
+
+@pytest.mark.parametrize('text,problem', [
+    ('[1]', 'holds a JSON list'),
+    ('{}', 'holds an empty JSON object'),
+])
+def test_config_json_that_is_no_run_record_is_one_line_naming_the_file(tmp_path, text,
+                                                                      problem):
+  """Valid JSON that is not a run's record, to both programs that read it."""
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(text)
+  for module, args in (('spos_jax.main', ('--config=configs/tiny.py',)),
+                       ('spos_jax.evaluate', ())):
+    line = _one_error_line(_program(module, f'--workdir={workdir}', *args))
+    assert f'{workdir / "config.json"} {problem}, not a config record of a run' in line
+
+
+@pytest.mark.parametrize('name', ['../../elsewhere', '/tmp/elsewhere-abs'])
+def test_evaluate_refuses_an_eval_name_that_is_a_path(tmp_path, name):
+  """Results go to WORKDIR/results/<eval.name>: a path would put them elsewhere."""
+  workdir = tmp_path / 'a' / 'b' / 'run'
+  workdir.mkdir(parents=True)
+  record = config_lib.flatten(config_lib.resolved(config_lib.base_config()))
+  (workdir / 'config.json').write_text(json.dumps(record))
+  line = _one_error_line(_program('spos_jax.evaluate', f'--workdir={workdir}',
+                                  f'--config.eval.name={name}', '--overwrite'))
+  assert f'eval.name={name!r} must be a plain folder name' in line
+  assert sorted(os.listdir(tmp_path)) == ['a'] and not os.path.exists('/tmp/elsewhere-abs')

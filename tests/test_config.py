@@ -344,3 +344,33 @@ def test_cli_rejects_unknown_override(tmp_path):
   assert result.returncode != 0
   assert 'epochz' in result.stderr + result.stdout
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize('fields,match', [
+    ({'eval.average_checkpoints': 0}, 'eval.average_checkpoints must be >= 1'),
+    ({'eval.average_checkpoints': 4}, 'train.keep_checkpoints=3; keep at least 4'),
+    ({'eval.average_checkpoints': 2, 'method': 'proxies'}, 'method=proxies'),
+])
+def test_average_checkpoints_refused_naming_the_fix(fields, match):
+  assert match in _error(fields)
+
+
+def test_unique_scope_and_averaging_within_the_kept_checkpoints_validate():
+  config_lib.validate(_with({'eval.scope': 'unique', 'eval.average_checkpoints': 3}))
+
+
+@pytest.mark.parametrize('name', ['../../elsewhere', '/tmp/elsewhere', 'a/b', '..', '.',
+                                  '.hidden', 'a\x00b', ' padded'])
+def test_eval_name_that_is_not_a_plain_folder_name_is_refused(name):
+  """eval.name is joined to WORKDIR/results/: a path would write outside the run."""
+  config = config_lib.base_config()
+  config.eval.name = name
+  with pytest.raises(config_lib.ConfigError, match='eval.name=.* must be a plain folder name'):
+    config_lib.validate(config)
+
+
+@pytest.mark.parametrize('name', ['', 'again', 'bn-batch_2', 'recalibrate10-all', 'v1.2'])
+def test_plain_eval_names_validate(name):
+  config = config_lib.base_config()
+  config.eval.name = name
+  config_lib.validate(config)

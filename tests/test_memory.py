@@ -45,3 +45,18 @@ def test_checked_jit_compiles_once_per_shape_and_refuses_what_cannot_fit():
   with pytest.raises(memory.DeviceMemoryError,
                      match=r'doubling \(1024, 1024\) needs an estimated .*; use less'):
     tight(jnp.zeros((1024, 1024), jnp.float32))
+
+
+def test_host_available_memory_is_read_from_meminfo(tmp_path):
+  meminfo = tmp_path / 'meminfo'
+  meminfo.write_text('MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   20480000 kB\n')
+  assert memory.host_available_bytes(str(meminfo)) == 20480000 * 1024
+  assert memory.host_available_bytes(str(tmp_path / 'absent')) > 0  # sysconf's fallback
+
+
+def test_the_cpu_limit_is_the_hosts_available_memory(monkeypatch):
+  if not memory.on_host():
+    pytest.skip('the CPU backend only')
+  monkeypatch.setattr(memory, 'host_available_bytes', lambda: 12345 * 2**20)
+  assert memory.device_limit_bytes() == 12345 * 2**20
+  assert memory.memory_name() == 'the host (available memory)'

@@ -1,4 +1,4 @@
-"""Tests of spos_jax.model: parameter layout, stand-alone nets, fair groups, ops (SPEC 2-3)."""
+"""Tests of spos_jax.model: parameter layout, stand-alone nets, fair groups, ops."""
 from flax.traverse_util import flatten_dict, unflatten_dict
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ def _count(flat_shapes):
 
 
 def _hand_count(arch_ops_per_edge, lt_skip=False, lt_pool=False, c=C, n=1):
-  """Params by hand from SPEC 2-3; arch_ops_per_edge: the ops held by each of the 6 edges."""
+  """Params by hand from docs/method.md; arch_ops_per_edge: the ops held by each of the 6 edges."""
   def op(o, w):
     return {space.NONE: 0, space.SKIP: w * w if lt_skip else 0, space.CONV1: w * w,
             space.CONV3: 9 * w * w, space.POOL: w * w if lt_pool else 0}[o]

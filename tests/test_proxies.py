@@ -5,6 +5,10 @@ the super-network's initial weights restricted to that arch, and differentiates 
 with plain jax.grad, one arch at a time; synflow's reference runs in float64 with
 jax_enable_x64 switched on for the test.
 """
+import os
+import signal
+import threading
+
 import flax.linen as nn
 from flax.traverse_util import flatten_dict, unflatten_dict
 import jax
@@ -14,6 +18,7 @@ import optax
 import pytest
 
 from spos_jax import model as model_lib
+from spos_jax import preemption
 from spos_jax import proxies
 from spos_jax import space
 
@@ -193,6 +198,27 @@ def test_permuting_archs_permutes_scores(supernet, batch, init_variables, batche
                               variables=init_variables)
   for name in proxies.PROXY_NAMES:
     np.testing.assert_allclose(again[name], batched[name][order], rtol=1e-6)
+
+
+def test_progress_is_reported_and_a_stop_signal_ends_the_scoring(supernet, batch,
+                                                                 init_variables, batched):
+  """report(done, total) counts finished archs (the dead one from the start); SIGTERM
+  stops after the current chunk with preemption.Stopped, restoring the handler."""
+  del batched  # compiles the scorers this test reuses
+  reports = []
+
+  def report(done, total):
+    reports.append((done, total))
+    sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGTERM))
+    sender.start()
+    sender.join()
+  before = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(preemption.Stopped, match='stopped by SIGTERM while scoring zero-cost '
+                                               'proxies; no results were written'):
+    proxies.score_archs(supernet, ARCHS, *batch, seed=SEED, archs_per_call=2,
+                        variables=init_variables, report=report, report_every_s=0.0)
+  assert reports == [(3, 4)]  # 1 dead + the first chunk's 2; the second was in flight
+  assert signal.getsignal(signal.SIGTERM) == before
 
 
 @pytest.mark.slow

@@ -43,13 +43,12 @@ from spos_jax import scoring
 from spos_jax import train
 from spos_jax import workdir as workdir_lib
 
-from conftest import snapshot, train_and_evaluate_capturing
+from conftest import NB201_TABLE as TABLE, snapshot, train_and_evaluate_capturing
 
 # ml_collections.config_flags loads config files through the deprecated load_module().
 pytestmark = pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
 
 REPO = Path(__file__).resolve().parents[1]
-TABLE = Path(__file__).resolve().parents[1].parent / 'shared/data/nb201/nb201_table.csv'
 TINY_CONFIG = REPO / 'configs/tiny.py'
 
 # configs/tiny.py shrunk: 400 synthetic images - 50 validation = 350 training images,
@@ -69,13 +68,9 @@ OVERRIDES = {
 }
 NUM_TRAIN = 350
 NUM_STEPS = 17
+SLOW_RANDOM_SIZE = 3000  # archs: a scoring of tens of seconds on a CPU, to stop midway
 RESULTS = 'running-groups'  # results.results_name of the default eval config
 TMP_SUFFIX = '.orbax-checkpoint-tmp'
-
-
-def _need_table():
-  if not TABLE.is_file():
-    pytest.skip(f'{TABLE} is absent')
 
 
 def load_tiny_config(**fields):
@@ -240,9 +235,9 @@ def read(path) -> str:
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, nb201_table):
   """The uninterrupted run, in-process: train_and_evaluate with the subprocess's config."""
-  _need_table()
+  del nb201_table  # for its skip where the table is absent; TABLE is its path
   config = load_tiny_config()
   folder = tmp_path_factory.mktemp('reference')
   wd = str(folder / 'run')
@@ -423,6 +418,114 @@ def test_stop_signals_checkpoint_at_the_next_step_and_the_run_resumes(reference,
   states = train.train(config, wd, reference['data'])
   assert workdir_lib.is_trained(wd)
   assert_same_state(states, reference['states'], 'stopped by SIGUSR1 and SIGTERM')
+
+
+def subprocess_env(folder) -> dict:
+  """The environment of a `python -m spos_jax.main` child: CPU, the session's
+  compilation cache (or its own under folder)."""
+  cache = jax.config.jax_compilation_cache_dir or str(folder / 'xla-cache')
+  return {**os.environ,
+          'PYTHONPATH': os.pathsep.join(filter(None, (str(REPO), os.environ.get('PYTHONPATH')))),
+          'JAX_PLATFORMS': 'cpu', 'CUDA_VISIBLE_DEVICES': '',
+          'JAX_COMPILATION_CACHE_DIR': cache,
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
+
+
+def signalled_main(command, env, log_path, wait_for: str, signals, *, delay_s: float = 0.0,
+                   timeout_s: float = 300):
+  """Run command until its output holds wait_for, then send signals (0.2 s apart) after
+  delay_s; (exit status, output, seconds from the last signal to the exit)."""
+  with open(log_path, 'w') as log:
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+      deadline = time.time() + timeout_s
+      while wait_for not in read(log_path):
+        if process.poll() is not None:
+          pytest.fail(f'main ended (status {process.returncode}) before {wait_for!r}:\n'
+                      f'{read(log_path)[-3000:]}')
+        if time.time() > deadline:
+          pytest.fail(f'no {wait_for!r} after {timeout_s} s:\n{read(log_path)[-3000:]}')
+        time.sleep(0.02)
+      time.sleep(delay_s)
+      for i, signum in enumerate(signals):
+        if i:
+          time.sleep(0.2)  # a signal sent while the same one is pending would merge with it
+        process.send_signal(signum)
+      sent = time.time()
+      status = process.wait(timeout=timeout_s)
+      return status, read(log_path), time.time() - sent
+    finally:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_ctrl_c_checkpoints_at_the_next_step_and_a_second_one_exits_at_once(reference,
+                                                                          tmp_path):
+  """python -m spos_jax.main and Ctrl-C (SIGINT) after step 5: as SIGTERM, a checkpoint
+  at the next step, one line, exit 3, no traceback. The same command again, Ctrl-C
+  pressed twice while it compiles (a cold cache: tens of seconds on a CPU): it ends at
+  once with 130 and one line naming the checkpoint kept, saving nothing. The third
+  run resumes and ends like the uninterrupted one."""
+  wd = copy_run(reference, tmp_path, started=True)
+  command = [sys.executable, '-m', 'spos_jax.main', *main_flags(wd),
+             '--config.train.checkpoint_every_steps=100']  # only the stops save
+  env = subprocess_env(tmp_path)
+  status, out, _ = signalled_main(command, env, tmp_path / 'once.log',
+                                  f'step 5/{NUM_STEPS}', [signal.SIGINT])
+  assert status == preemption.PREEMPTED_EXIT_CODE, out[-3000:]
+  assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out[-3000:]
+  steps = checkpoint_steps(wd)
+  assert len(steps) == 2 and steps[0] == 0 and 5 <= steps[1] < NUM_STEPS, steps
+  stopped = steps[1]
+  assert (f'stopped by SIGINT at step {stopped} after saving a checkpoint; run the same '
+          f'command again to resume') in out
+  assert not workdir_lib.is_trained(wd)
+
+  cold = dict(env, JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'cold-cache'))
+  status, out, seconds = signalled_main(command, cold, tmp_path / 'twice.log', 'compiling',
+                                        [signal.SIGINT, signal.SIGINT])
+  assert status == preemption.INTERRUPTED_EXIT_CODE, out[-3000:]
+  assert seconds < 5, f'{seconds:.1f} s from the second Ctrl-C to the exit'
+  assert out.rstrip().splitlines()[-1] == (
+      f'stopped at once by a second SIGINT (Ctrl-C); kept the newest checkpoint '
+      f'{os.path.join(wd, "checkpoints", str(stopped))} (step {stopped}), the steps after '
+      f'it are lost; run the same command again to resume'), out[-3000:]
+  assert 'Traceback' not in out
+  assert checkpoint_steps(wd) == [0, stopped] and not workdir_lib.is_trained(wd)
+
+  resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=400, check=False)
+  assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+  assert f'resumed from step {stopped} of {NUM_STEPS}' in resumed.stderr
+  assert_same_state(final_states(reference['config'], wd), reference['states'],
+                    'stopped by Ctrl-C, then resumed')
+
+
+def test_sigterm_while_scoring_stops_cleanly_and_the_rerun_scores(reference, tmp_path):
+  """SIGTERM while main scores a trained run: exit 3 and one line, no results that
+  look complete (no metrics.json); the same command again scores and completes."""
+  wd = copy_run(reference, tmp_path, keep_results=False)
+  # eval.* may change on resume: a larger random group makes the scoring last.
+  command = [sys.executable, '-m', 'spos_jax.main', *main_flags(wd),
+             f'--config.eval.random_size={SLOW_RANDOM_SIZE}']
+  env = subprocess_env(tmp_path)
+  status, out, _ = signalled_main(command, env, tmp_path / 'scoring.log', ' seeds of step ',
+                                  [signal.SIGTERM], delay_s=2.0)
+  assert status == preemption.PREEMPTED_EXIT_CODE, out[-3000:]
+  assert ('stopped by SIGTERM while scoring; no results were written; run the same '
+          'command again to score again') in out, out[-3000:]
+  assert 'Traceback' not in out
+  folder = os.path.join(wd, 'results', RESULTS)
+  assert not os.path.exists(os.path.join(folder, results.METRICS_FILE))
+  assert not os.path.exists(os.path.join(folder, results.PREDICTIONS_FILE))
+  rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600, check=False)
+  assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+  metrics = json.loads(read(os.path.join(folder, results.METRICS_FILE)))
+  assert metrics['scored_step'] == NUM_STEPS
+  assert metrics['evaluation']['eval.random_size'] == SLOW_RANDOM_SIZE
 
 
 # ---------------------------------------------------------- 4: corrupt checkpoints

@@ -20,11 +20,15 @@ from launch import plan
 from spos_jax import bench as bench_lib
 from spos_jax import config as config_lib
 from spos_jax import metrics
-from spos_jax import report
 from spos_jax import results
 from spos_jax import run as run_lib
 from spos_jax import space
 from spos_jax import workdir
+from spos_jax.report import cli
+from spos_jax.report import figures
+from spos_jax.report import page
+from spos_jax.report import runs as runs_lib
+from spos_jax.report import stats
 
 SEEDS = (0, 1, 2)
 RANDOM_SIZE = 200
@@ -80,7 +84,8 @@ def write_run(root, name, table, bench, spec=None, **fields):
   folder = root / name
   folder.mkdir()
   workdir.write_json_atomic(str(folder / 'config.json'), config_lib.flatten(config))
-  subset = bench_lib.restrict(bench, config_lib.allowed_ops(config))
+  subset = bench_lib.ranked_subset(bench, config_lib.allowed_ops(config),
+                                   config.eval.scope == 'unique')
   rows, groups, _ = run_lib.scored_rows(config, subset)
   truth = subset.metric(config.bench.metric)[rows]
   scores = synthetic_scores(truth, seed=sum(map(ord, name)))
@@ -115,7 +120,7 @@ def built(sweep, tmp_path_factory):
   """The report of the sweep, with --bench: (out folder, main's exit status)."""
   root, table, _ = sweep
   out = tmp_path_factory.mktemp('report')
-  status = report.main([f'--root={root}', f'--out={out}', f'--bench={table}'])
+  status = cli.main([f'--root={root}', f'--out={out}', f'--bench={table}'])
   return out, status
 
 
@@ -222,18 +227,18 @@ def test_report_md_names_every_run_and_the_missing_one(built):
 def test_random_group_is_redrawn_from_the_bench(sweep):
   root, table, written = sweep
   bench = bench_lib.load_bench(table)
-  run = report.load_run(str(root / 's-mask_none'), 'running-groups')
+  run = runs_lib.load_run(str(root / 's-mask_none'), 'running-groups')
   data = written['s-mask_none']
   chosen = run.predictions.indices  # positions below index these NB201 indices
-  pos, label = report.group_positions(run, 'random', bench)
+  pos, label = stats.group_positions(run, 'random', bench)
   assert label == 'random' and len(pos) == RANDOM_SIZE
   np.testing.assert_array_equal(np.sort(chosen[pos]),
                                 np.sort(data['indices'][data['groups']['random']]))
-  top, label = report.group_positions(run, 'top50', bench)
+  top, label = stats.group_positions(run, 'top50', bench)
   assert label == 'top50'
   np.testing.assert_array_equal(chosen[top], data['indices'][data['groups']['top50']])
   # Without the table the panel falls back to every scored arch, and says so.
-  pos, label = report.group_positions(run, 'random', None)
+  pos, label = stats.group_positions(run, 'random', None)
   assert label == 'all scored' and len(pos) == len(run.predictions.indices)
 
 
@@ -243,20 +248,36 @@ def test_random_group_is_redrawn_from_predictions_of_a_whole_subset(sweep, tmp_p
   bench = bench_lib.load_bench(table)
   data = write_run(tmp_path, 's-zero_pool', table, bench, (32, 2, 'none,avg_pool_3x3'),
                    **{'eval.scope': 'all'})
-  run = report.load_run(str(tmp_path / 's-zero_pool'), 'running-all')
-  pos, label = report.group_positions(run, 'random', None)
+  run = runs_lib.load_run(str(tmp_path / 's-zero_pool'), 'running-all')
+  pos, label = stats.group_positions(run, 'random', None)
   assert label == 'random' and len(pos) == RANDOM_SIZE < len(run.predictions.indices)
   np.testing.assert_array_equal(run.predictions.indices[pos],
                                 np.sort(data['indices'][data['groups']['random']]))
 
 
+def test_random_group_of_a_unique_evaluation_is_redrawn_from_its_classes(sweep, tmp_path):
+  """eval.scope=unique draws the random group from the subset's isomorphism classes;
+  the report redraws it from the bench table the same way, and reads the class columns."""
+  _, table, _ = sweep
+  bench = bench_lib.load_bench(table)
+  data = write_run(tmp_path, 's-unique', table, bench, (32, 2, 'none,avg_pool_3x3'),
+                   **{'eval.scope': 'unique', 'eval.top_ns': (10, 25, 50, 100)})
+  run = runs_lib.load_run(str(tmp_path / 's-unique'), 'running-unique')
+  assert len(run.predictions.indices) == run.metrics['bench']['archs_in_subset'] < 729
+  for fallback in (bench, None):  # the table, or the predictions of every class
+    pos, label = stats.group_positions(run, 'random', fallback)
+    assert label == 'random' and len(pos) == RANDOM_SIZE
+    np.testing.assert_array_equal(run.predictions.indices[pos],
+                                  np.sort(data['indices'][data['groups']['random']]))
+
+
 def test_run_names_give_size_and_variant():
-  assert report.size_and_variant('s-mask_none+avg_pool_3x3', {}) == (
+  assert runs_lib.size_and_variant('s-mask_none+avg_pool_3x3', {}) == (
       's', 'mask_none+avg_pool_3x3')
-  assert report.size_and_variant('m-uniform', {}) == ('m', 'uniform')
+  assert runs_lib.size_and_variant('m-uniform', {}) == ('m', 'uniform')
   wide = {'model.channels': 96, 'model.cells_per_stage': 2}
-  assert report.size_and_variant('baseline', wide) == ('w', 'baseline')
-  assert report.size_and_variant('odd', {'model.channels': 8}) == ('other', 'odd')
+  assert runs_lib.size_and_variant('baseline', wide) == ('w', 'baseline')
+  assert runs_lib.size_and_variant('odd', {'model.channels': 8}) == ('other', 'odd')
 
 
 def test_figure_flag_keeps_one_sweep(sweep, tmp_path):
@@ -264,7 +285,7 @@ def test_figure_flag_keeps_one_sweep(sweep, tmp_path):
   runs = copy_runs(root, tmp_path / 'runs', ['s-all', 's-mask_none'])
   (runs / 's-all' / 'SWEEP').write_text('fig4\n')
   (runs / 's-mask_none' / 'sweep.json').write_text(json.dumps({'figure': 'fig6'}))
-  found = report.collect(str(runs), sweep='fig4')
+  found = runs_lib.collect(str(runs), sweep='fig4')
   assert [r.name for r in found.runs] == ['s-all'] and found.runs[0].sweep == 'fig4'
 
 
@@ -279,7 +300,7 @@ def test_predictions_lacking_a_seed_is_refused(sweep, tmp_path, capsys):
   lines = path.read_text().splitlines()
   path.write_text('\n'.join(l for l in lines if not l.startswith('2,')) + '\n')
   out = tmp_path / 'out'
-  assert report.main([f'--root={runs}', f'--out={out}']) == 0
+  assert cli.main([f'--root={runs}', f'--out={out}']) == 0
   err = capsys.readouterr().err
   assert 'refused run s-all' in err and str(path) in err and 'seed 2' in err
   refused = (out / 'report.md').read_text().split('## Refused runs', 1)[1]
@@ -294,7 +315,7 @@ def test_metrics_with_other_seed_count_is_refused(sweep, tmp_path):
   config = json.loads(config_path.read_text())
   config['seeds'] = [0, 1, 2, 3]
   config_path.write_text(json.dumps(config))
-  found = report.collect(str(runs))
+  found = runs_lib.collect(str(runs))
   assert not found.runs
   (problem,) = found.refused
   assert 'metrics.json' in problem.reason and '3 seed(s)' in problem.reason
@@ -307,22 +328,22 @@ def test_several_evaluations_need_a_choice(sweep, tmp_path):
   results_dir = runs / 's-all' / 'results'
   shutil.copytree(results_dir / 'running-groups', results_dir / 'batch-groups')
   os.rename(results_dir / 'running-groups', results_dir / 'recalibrate10-groups')
-  found = report.collect(str(runs))
+  found = runs_lib.collect(str(runs))
   assert not found.runs and '--eval_name' in found.refused[0].reason
-  found = report.collect(str(runs), eval_name='batch-groups')
+  found = runs_lib.collect(str(runs), eval_name='batch-groups')
   assert [r.eval_name for r in found.runs] == ['batch-groups']
 
 
 def test_root_without_results_fails_with_a_message(sweep, tmp_path, capsys):
   root, _, _ = sweep
   runs = copy_runs(root, tmp_path / 'runs', [MISSING])
-  assert report.main([f'--root={runs}', f'--out={tmp_path / "out"}']) != 0
+  assert cli.main([f'--root={runs}', f'--out={tmp_path / "out"}']) != 0
   err = capsys.readouterr().err
   assert err.startswith('error: no run under') and MISSING in err
   assert 'Traceback' not in err
   empty = tmp_path / 'empty'
   empty.mkdir()
-  assert report.main([f'--root={empty}', f'--out={tmp_path / "out"}']) != 0
+  assert cli.main([f'--root={empty}', f'--out={tmp_path / "out"}']) != 0
   assert 'no run folders' in capsys.readouterr().err
 
 
@@ -354,7 +375,7 @@ def test_runs_shared_by_two_figures_appear_in_both_sections(sweep, tmp_path):
   for name in ('s-all', 's-mask_none'):
     write_sweep_record(runs / name, 'Fig. 4', 'Fig. 2')
   out = tmp_path / 'out'
-  assert report.main([f'--root={runs}', f'--out={out}']) == 0
+  assert cli.main([f'--root={runs}', f'--out={out}']) == 0
   text = (out / 'report.md').read_text()
   fig2, fig4 = text.split('## Fig. 2', 1)[1].split('## Fig. 4', 1)
   for section in (fig2, fig4):
@@ -373,9 +394,9 @@ def test_figure_names_match_loosely_and_an_unknown_one_lists_the_names(sweep, tm
   runs = copy_runs(root, tmp_path / 'runs', ['s-all', 's-mask_none'])
   write_sweep_record(runs / 's-all', 'Fig. 4', 'Fig. 2')
   write_sweep_record(runs / 's-mask_none', 'Fig. 4')
-  found = report.collect(str(runs), sweep='fig 4')
+  found = runs_lib.collect(str(runs), sweep='fig 4')
   assert [r.sweep for r in found.runs] == ['Fig. 4', 'Fig. 4']
-  assert report.main([f'--root={runs}', f'--out={tmp_path / "o"}', '--figure=Fig 9']) == 2
+  assert cli.main([f'--root={runs}', f'--out={tmp_path / "o"}', '--figure=Fig 9']) == 2
   err = capsys.readouterr().err
   assert err.strip() == (f"error: --figure='Fig 9' names no run under {runs}; sweeps there: "
                          "'Fig. 2', 'Fig. 4'")
@@ -388,19 +409,19 @@ def test_fig4_grid_has_a_column_per_subset_family_and_rows_per_size(sweep):
                                       'fig4.py'))
   families = {}
   for one in fig4.runs:
-    families.setdefault(report.family_title(report.mask_family(
+    families.setdefault(figures.family_title(figures.mask_family(
         one.overrides.get('space.masked_ops', ''))), set()).add(one.name)
   assert sorted(families) == ['Pool+X masked', 'Zero+X masked', 'single op masked (or none)']
   assert [len(v) for _, v in sorted(families.items())] == [6, 8, 12]
-  base = report.load_run(str(root / 's-all'), 'running-groups')
-  medium = report.load_run(str(root / 'm-mask_none'), 'running-groups')
+  base = runs_lib.load_run(str(root / 's-all'), 'running-groups')
+  medium = runs_lib.load_run(str(root / 'm-mask_none'), 'running-groups')
   zero_skip = {**base.config, 'space.masked_ops': 'none,skip_connect'}
   runs = [base, dataclasses.replace(base, name='s-mask_none+skip_connect', config=zero_skip),
           dataclasses.replace(base, name='s-mask_skip_connect+avg_pool_3x3',
                               config={**base.config,
                                       'space.masked_ops': 'avg_pool_3x3,skip_connect'}),
           medium]
-  figure = report.subset_grid_figure(runs, 'Fig. 4')
+  figure = figures.subset_grid_figure(runs, 'Fig. 4')
   axes = np.asarray(figure.axes[:12]).reshape(4, 3)
   assert [ax.get_title() for ax in axes[0]] == [
       'single op masked (or none)', 'Zero+X masked', 'Pool+X masked']
@@ -412,32 +433,32 @@ def test_fig4_grid_has_a_column_per_subset_family_and_rows_per_size(sweep):
 
 def test_scatter_leaves_out_groups_without_data(sweep):
   root, _, _ = sweep
-  run = report.load_run(str(root / 's-all'), 'running-groups')
+  run = runs_lib.load_run(str(root / 's-all'), 'running-groups')
   groups = {k: v for k, v in run.metrics['groups'].items() if k not in ('random', 'top250')}
   partial = dataclasses.replace(run, metrics={**run.metrics, 'groups': groups})
-  figure = report.scatter_figure([partial], None, 'x')
+  figure = figures.scatter_figure([partial], None, 'x')
   assert [ax.get_title().split('\n')[0] for ax in figure.axes] == ['s-all: top50 (n=50)']
   assert 'not evaluated' not in ' '.join(t.get_text() for ax in figure.axes for t in ax.texts)
-  lacking = {k: v for k, v in run.metrics['groups'].items() if k not in report.SCATTER_GROUPS}
-  assert report.scatter_figure(
+  lacking = {k: v for k, v in run.metrics['groups'].items() if k not in figures.SCATTER_GROUPS}
+  assert figures.scatter_figure(
       [dataclasses.replace(run, metrics={**run.metrics, 'groups': lacking})], None, 'x') is None
 
 
 def test_one_seed_titles_say_so_and_ranks_are_integers(sweep):
   root, _, _ = sweep
-  run = report.load_run(str(root / 's-all'), 'running-groups')
+  run = runs_lib.load_run(str(root / 's-all'), 'running-groups')
   one = dataclasses.replace(run, seeds=('1',))
-  figure = report.lines_figure([one], (('spearman', 'SCC'),), 'T', with_tau_a=False)
+  figure = figures.lines_figure([one], (('spearman', 'SCC'),), 'T', with_tau_a=False)
   assert figure.get_suptitle() == 'T: one seed (no std)'
-  assert '±' not in report.scatter_figure([one], None, 'T').get_suptitle()
-  assert report.lines_figure([run], (('spearman', 'SCC'),), 'T', False).get_suptitle() == (
+  assert '±' not in figures.scatter_figure([one], None, 'T').get_suptitle()
+  assert figures.lines_figure([run], (('spearman', 'SCC'),), 'T', False).get_suptitle() == (
       'T: mean ± std over 3 seeds')
   rank = run.metrics['top1']['per_seed']['1']['bench_rank']
-  assert report.run_row(one)['top1_bench_rank_mean'] == rank
-  row = report.kt_table([one])[2].split(' | ')
+  assert stats.run_row(one)['top1_bench_rank_mean'] == rank
+  row = page.kt_table([one])[2].split(' | ')
   assert row[-2] == str(rank)
-  assert report._format_rank(86.0, None) == '86'
-  assert report._format_rank(86.4, 2.25) == '86.4 ± 2.2'
+  assert stats.format_rank(86.0, None) == '86'
+  assert stats.format_rank(86.4, 2.25) == '86.4 ± 2.2'
 
 
 def test_single_run_folder_prints_its_summary(sweep, tmp_path, capsys):
@@ -445,7 +466,7 @@ def test_single_run_folder_prints_its_summary(sweep, tmp_path, capsys):
   runs = copy_runs(root, tmp_path / 'runs', ['s-all'])
   folder = runs / 's-all'
   for flag in (f'--run={folder}', f'--root={folder}'):
-    assert report.main([flag]) == 0
+    assert cli.main([flag]) == 0
     printed = capsys.readouterr().out
     summary = load_metrics(runs, 's-all')
     assert printed.startswith(results.format_summary(
@@ -456,7 +477,7 @@ def test_single_run_folder_prints_its_summary(sweep, tmp_path, capsys):
 
 def test_best_prints_the_top_archs_by_mean_score(sweep, capsys):
   root, _, written = sweep
-  assert report.main([f'--run={root / "s-all"}', '--best=4']) == 0
+  assert cli.main([f'--run={root / "s-all"}', '--best=4']) == 0
   lines = capsys.readouterr().out.splitlines()
   assert lines[0].startswith('s-all (running-groups): best 4 archs by super-net accuracy')
   data = written['s-all']
@@ -470,7 +491,7 @@ def test_best_prints_the_top_archs_by_mean_score(sweep, capsys):
     assert fields[3] == f"{data['truth'][position]:.2f}"
     assert fields[4] == f'{mean[position]:.2f}' and fields[5] == '+-'
     assert fields[-1].startswith('|') and fields[-1].count('~') == 6
-  assert report.main([f'--root={root}', '--best=4']) == 2
+  assert cli.main([f'--root={root}', '--best=4']) == 2
   assert '--best needs one run folder' in capsys.readouterr().err
 
 
@@ -489,25 +510,164 @@ def test_proxies_are_reported_beside_the_supernet_runs(sweep, tmp_path):
                 arch_strings=bench.arch_strings[rows], scores=scores, truth=truth,
                 groups=groups, evaluated_archs_per_second=1.0, score_column='proxy_score',
                 score_name='synflow')
-  found = report.collect(str(runs))
+  found = runs_lib.collect(str(runs))
   assert [r.eval_name for r in found.runs] == ['running-groups', 'running-groups']
   (proxy,) = found.proxies
   assert proxy.is_proxy and proxy.seeds == ('0',) and proxy.label == 's-mask_none: proxy synflow'
   # Sorted by NB201 index, and read back exactly (proxy scores are written with repr).
   assert list(proxy.predictions.scores[0]) == list(scores[0][np.argsort(bench.indices[rows])])
   out = tmp_path / 'out'
-  assert report.main([f'--root={runs}', f'--out={out}']) == 0
+  assert cli.main([f'--root={runs}', f'--out={out}']) == 0
   text = (out / 'report.md').read_text()
   section = text.split('## Zero-cost proxies and super-networks', 1)[1]
   assert '`s-mask_none: proxy synflow`' in section
   assert (out / 'figures' / 'proxies_kt_scc_masked_none.png').is_file()
-  figure = report.proxy_figure([found.runs[1]], [proxy], 'x')
+  figure = figures.proxy_figure([found.runs[1]], [proxy], 'x')
   labels = [t.get_text() for t in figure.legends[0].get_texts()]
   assert labels[:2] == ['s-mask_none', 's-mask_none: proxy synflow']
   # A proxy's folder is known by metrics.json's score record, whatever its name.
   os.rename(runs / 's-mask_none' / 'results' / 'proxy-synflow',
             runs / 's-mask_none' / 'results' / 'synflow-all')
-  assert [p.eval_name for p in report.collect(str(runs)).proxies] == ['synflow-all']
+  assert [p.eval_name for p in runs_lib.collect(str(runs)).proxies] == ['synflow-all']
   rows_out = {(r['run'], r['score_kind']) for r in read_csv(out / 'summary_run.csv')}
   assert rows_out == {('s-all', 'supernet'), ('s-mask_none', 'supernet'),
                       ('s-mask_none', 'proxy')}
+
+
+# ---------------------------------------------------------------------------
+# The bench table the runs recorded
+
+
+def test_without_bench_the_report_uses_the_table_the_runs_recorded(sweep, tmp_path):
+  root, table, _ = sweep
+  runs = copy_runs(root, tmp_path / 'runs', ['s-all', 's-mask_none'])
+  out = tmp_path / 'out'
+  assert cli.main([f'--root={runs}', f'--out={out}']) == 0
+  text = (out / 'report.md').read_text()
+  assert f'`{table}` (the table the runs recorded)' in text
+  assert (out / 'op_usage.csv').stat().st_size > 0
+  assert (out / 'figures' / 'fig3_op_usage.png').is_file()
+  assert 'random group could not be redrawn' not in text  # redrawn from the table too
+
+
+def test_recorded_builtin_table_is_the_packaged_one(sweep):
+  root, table, _ = sweep
+  run = runs_lib.load_run(str(root / 's-all'), 'running-groups')
+  builtin = dataclasses.replace(run, config={**run.config, 'bench.path': 'builtin'})
+  paths = runs_lib.recorded_bench_paths([builtin])
+  assert paths[0] == (str(bench_lib.BUILTIN_TABLE), run.metrics['bench']['sha256'])
+  assert str(table) in [p for p, _ in paths]
+  assert runs_lib.recorded_bench([run]).path == str(table)
+  # A file that is no longer the recorded table (other sha256) is not used.
+  other = dataclasses.replace(run, metrics={**run.metrics,
+                                            'bench': {**run.metrics['bench'], 'sha256': 'f00'}})
+  assert runs_lib.recorded_bench([other]) is None
+
+
+def test_figures_are_saved_with_stable_bytes(tmp_path):
+  def draw():
+    figure = figures.new_figure(3, 2)
+    figure.subplots().plot([0, 1], [1, 0])
+    return figure
+  first = figures.save(draw(), str(tmp_path / 'a'), 'f')
+  second = figures.save(draw(), str(tmp_path / 'b'), 'f')
+  assert [os.path.basename(p) for p in first] == ['f.png', 'f.pdf']
+  for a, b in zip(first, second):
+    assert open(a, 'rb').read() == open(b, 'rb').read()
+  assert b'matplotlib' not in open(first[0], 'rb').read()
+
+
+# ---------------------------------------------------------------------------
+# The ranking during training (trajectory.csv)
+
+
+TRAJECTORY_HEADER = ('epoch,step,seed,group,n,kendall_tau,spearman,tau_a,precision_at_10,'
+                     'mean_supernet_acc')
+
+
+def write_trajectory(folder, rows):
+  """rows: (epoch, seed, group, kendall_tau, spearman, tau_a); None is an empty cell."""
+  lines = [TRAJECTORY_HEADER]
+  for epoch, seed, group, kt, scc, tau in rows:
+    cells = [kt, scc, tau]
+    kt, scc, tau = ('' if v is None else f'{v:.6f}' for v in cells)
+    n = 50 if group != 'top10' else 10
+    lines.append(f'{epoch:.4f},{epoch * 10},{seed},{group},{n},{kt},{scc},{tau},0.5,60.0')
+  (folder / 'trajectory.csv').write_text('\n'.join(lines) + '\n')
+
+
+TWO_SEEDS = [  # epoch, seed, group, Kendall tau, Spearman, tau_a
+    (5, 0, 'top10', 0.9, 0.9, -0.2), (5, 0, 'all', 0.1, 0.2, -0.2),
+    (5, 1, 'top10', 0.9, 0.9, 0.4), (5, 1, 'all', 0.3, 0.4, 0.4),
+    (10, 0, 'top10', 0.9, 0.9, None), (10, 0, 'all', 0.5, None, None),
+    (10, 1, 'top10', 0.9, 0.9, -1.0), (10, 1, 'all', 0.7, None, -1.0),
+]
+
+
+def test_trajectory_series_are_mean_min_max_over_seeds(tmp_path):
+  write_trajectory(tmp_path, TWO_SEEDS)
+  trajectory = runs_lib.read_trajectory(str(tmp_path))
+  assert len(trajectory) == 8 and stats.trajectory_group(trajectory) == 'all'
+  kt = stats.trajectory_series(trajectory, 'kendall_tau')
+  assert kt.group == 'all'
+  np.testing.assert_allclose(kt.epochs, [5, 10])
+  np.testing.assert_allclose(kt.mean, [0.2, 0.6])
+  np.testing.assert_allclose(kt.low, [0.1, 0.5])
+  np.testing.assert_allclose(kt.high, [0.3, 0.7])
+  spearman = stats.trajectory_series(trajectory, 'spearman')
+  assert spearman.mean[0] == pytest.approx(0.3) and np.isnan(spearman.mean[1])
+  tau = stats.trajectory_series(trajectory, 'tau_a')  # one value per epoch and seed
+  np.testing.assert_allclose(tau.mean, [0.1, -1.0])  # an undefined seed is left out
+  np.testing.assert_allclose(tau.low, [-0.2, -1.0])
+  np.testing.assert_allclose(tau.high, [0.4, -1.0])
+
+
+def test_trajectory_of_a_fixed_sample_stands_in_for_all(tmp_path):
+  write_trajectory(tmp_path, [(2, 0, 'sample', 0.4, 0.5, 0.1), (4, 0, 'sample', 0.6, 0.7, 0.0)])
+  trajectory = runs_lib.read_trajectory(str(tmp_path))
+  series = stats.trajectory_series(trajectory, 'spearman')
+  assert series.group == 'sample'
+  np.testing.assert_allclose(series.mean, [0.5, 0.7])
+  assert series.low.tolist() == series.high.tolist() == series.mean.tolist()  # one seed
+
+
+def test_trajectory_reader_skips_absent_files_and_names_bad_lines(tmp_path):
+  assert runs_lib.read_trajectory(str(tmp_path)) is None
+  (tmp_path / 'trajectory.csv').write_text(TRAJECTORY_HEADER + '\n')
+  assert runs_lib.read_trajectory(str(tmp_path)) is None  # no evaluation yet
+  (tmp_path / 'trajectory.csv').write_text(TRAJECTORY_HEADER + '\n1,10,0,all,50,x,,,,\n')
+  with pytest.raises(runs_lib.RunError, match=r'trajectory.csv, line 2: kendall_tau'):
+    runs_lib.read_trajectory(str(tmp_path))
+  (tmp_path / 'trajectory.csv').write_text('epoch,step\n1,10\n')
+  with pytest.raises(runs_lib.RunError, match='no column seed'):
+    runs_lib.read_trajectory(str(tmp_path))
+
+
+def test_report_draws_the_trajectory_of_the_runs_that_have_one(sweep, tmp_path):
+  root, table, _ = sweep
+  runs = copy_runs(root, tmp_path / 'runs', ['s-all', 's-mask_none', 'm-mask_none'])
+  write_trajectory(runs / 's-all', TWO_SEEDS)
+  write_trajectory(runs / 's-mask_none', [(5, 0, 'sample', 0.2, 0.3, 0.0),
+                                          (10, 0, 'sample', 0.4, 0.5, -0.5)])
+  out = tmp_path / 'out'
+  assert cli.main([f'--root={runs}', f'--out={out}', f'--bench={table}']) == 0
+  text = (out / 'report.md').read_text()
+  assert '](figures/trajectory_s.png)' in text and '(figures/trajectory_s.pdf)' in text
+  assert 'Ranking during training' in text and 'Runs drawn: `s-all`, `s-mask_none`;' in text
+  assert (out / 'figures' / 'trajectory_s.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  assert not (out / 'figures' / 'trajectory_m.png').exists()  # m-mask_none has none
+  found = runs_lib.collect(str(runs))
+  drawn = [(r, runs_lib.read_trajectory(r.folder)) for r in found.runs if r.size == 's']
+  figure = figures.trajectory_figure(drawn, 'T')
+  axes = figure.axes[:3]
+  assert [ax.get_ylabel() for ax in axes] == ['Kendall tau', 'Spearman', 'τa (N against A_N)']
+  assert all(len(ax.get_lines()) == 2 and len(ax.collections) == 2 for ax in axes)
+  np.testing.assert_allclose(axes[0].get_lines()[0].get_ydata(), [0.2, 0.6])
+  labels = [t.get_text() for t in figure.legends[0].get_texts()]
+  assert labels == ['all', 'mask_none (sample)']
+  # An unreadable trajectory is named, and its run is still reported.
+  (runs / 's-mask_none' / 'trajectory.csv').write_text('epoch\n1\n')
+  assert cli.main([f'--root={runs}', f'--out={out}', f'--bench={table}']) == 0
+  text = (out / 'report.md').read_text()
+  assert 'Runs drawn: `s-all`;' in text
+  assert 'Trajectories that cannot be read' in text and 'no column step' in text

@@ -22,10 +22,12 @@ import pytest
 from spos_jax import bench as bench_lib
 from spos_jax import config as config_lib
 from spos_jax import metrics
-from spos_jax import reproduction
 from spos_jax import results
 from spos_jax import run as run_lib
 from spos_jax import workdir
+from spos_jax.report import claims
+from spos_jax.report import reproduction_page
+from spos_jax.report import stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE = os.path.join(REPO, '..', 'shared', 'data', 'nb201', 'nb201_table.csv')
@@ -156,7 +158,7 @@ def write_runs(root, bench, designs):
 
 
 def verdicts(root):
-  return {f.claim.id: f for f in reproduction.findings(reproduction.gather(str(root)))}
+  return {f.claim.id: f for f in claims.findings(claims.gather(str(root)))}
 
 
 @pytest.fixture(scope='module')
@@ -184,9 +186,9 @@ def script_sweep_of(name):
 
 
 def test_queue_runs_are_named_as_the_device_script_launches_them():
-  assert len(reproduction.QUEUE) == 10
-  assert set(reproduction.QUEUE) == set(MASKS)
-  for name in reproduction.QUEUE:
+  assert len(claims.QUEUE) == 10
+  assert set(claims.QUEUE) == set(MASKS)
+  for name in claims.QUEUE:
     sweep = script_sweep_of(name)
     assert name in sweep_runs(sweep), (name, sweep)
 
@@ -209,11 +211,11 @@ def test_every_claim_fails_on_runs_that_contradict_them(bench, tmp_path):
 
 
 def test_tau_a_is_the_designed_one(paper_root):
-  evidence = reproduction.gather(paper_root)
+  evidence = claims.gather(paper_root)
   expected = {'s-all': 0.0, 's-mask_none': -1.0, 's-mask_skip_connect': 1.0,
               's-uniform-mask_none': -1 / 3}
   for name, value in expected.items():
-    assert reproduction.tau_a(evidence.runs[name]) == pytest.approx(value)
+    assert stats.tau_a(evidence.runs[name]) == pytest.approx(value)
 
 
 def test_claims_wait_for_missing_runs(bench, paper_root, tmp_path):
@@ -255,7 +257,7 @@ def test_refused_and_failed_runs_are_named(bench, paper_root, tmp_path):
   os.makedirs(os.path.join(root, 'm-all'))
   with open(os.path.join(root, 'm-all', 'FAILED'), 'w') as f:
     f.write('NaN loss at step 12, seed 3\n')
-  evidence = reproduction.gather(root)
+  evidence = claims.gather(root)
   assert not evidence.runs
   assert evidence.absent['s-all'].startswith('refused: ')
   assert 'predictions.csv' in evidence.absent['s-all']
@@ -275,7 +277,7 @@ def test_one_seed_whole_space_evaluation_is_read_from_its_own_seeds(bench, tmp_p
   write_run(root, bench, name, PAPER[name])
   scores, truth = write_run(root, bench, name, PAPER[name], seeds=(0,), eval_fields={
       'eval.scope': 'all', 'eval.name': 'running-all-seed0'})
-  evidence = reproduction.gather(root)
+  evidence = claims.gather(root)
   assert name in evidence.runs  # the 3-seed groups evaluation, not refused
   full = evidence.full_space[name]
   assert (full.eval_name, full.seeds, full.archs) == ('running-all-seed0', ('0',), 729)
@@ -284,7 +286,7 @@ def test_one_seed_whole_space_evaluation_is_read_from_its_own_seeds(bench, tmp_p
 
 
 def test_a_groups_evaluation_is_not_whole_space(paper_root):
-  assert reproduction.gather(paper_root).full_space == {}
+  assert claims.gather(paper_root).full_space == {}
 
 
 def test_a_proxy_ranking_of_the_whole_space_is_not_the_super_networks(bench, tmp_path):
@@ -300,7 +302,7 @@ def test_a_proxy_ranking_of_the_whole_space_is_not_the_super_networks(bench, tmp
                 scores=truth[None] + 1.0, truth=truth, groups=groups,
                 evaluated_archs_per_second=1.0, score_column=results.PROXY_COLUMN,
                 score_name='synflow')
-  assert reproduction.gather(str(tmp_path)).full_space == {}
+  assert claims.gather(str(tmp_path)).full_space == {}
 
 
 # ---------------------------------------------------------------------------
@@ -321,7 +323,7 @@ def test_page_is_regenerated_in_place(bench, paper_root, tmp_path):
   page = tmp_path / 'REPRODUCTION.md'
   shutil.copy(PAGE, page)
   figures = tmp_path / 'figures'
-  found = reproduction.write_page(root, str(page), str(figures))
+  found = reproduction_page.write_page(root, str(page), str(figures))
   text = page.read_text()
   assert [f.verdict for f in found] == ['holds'] * 8
   assert outside_markers(text) == outside_markers(open(PAGE).read())  # hand-written parts
@@ -336,7 +338,7 @@ def test_page_is_regenerated_in_place(bench, paper_root, tmp_path):
   for stem in ('fig4_accuracy_tau', 'full_space_anchors'):
     assert '![' in text and f'(figures/{stem}.png)' in text
     assert (figures / f'{stem}.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-  reproduction.write_page(root, str(page), str(figures))
+  reproduction_page.write_page(root, str(page), str(figures))
   assert page.read_text() == text  # regenerating changes nothing
 
 
@@ -345,13 +347,13 @@ def test_page_without_its_markers_is_refused(tmp_path):
   page.write_text('# a page\n<!-- generated:runs -->\n<!-- end generated:runs -->\n')
   root = tmp_path / 'runs'
   root.mkdir()
-  with pytest.raises(reproduction.ReproductionError, match='generated:claims'):
-    reproduction.write_page(str(root), str(page), str(tmp_path / 'figures'))
+  with pytest.raises(claims.ReproductionError, match='generated:claims'):
+    reproduction_page.write_page(str(root), str(page), str(tmp_path / 'figures'))
   assert page.read_text().startswith('# a page')
 
 
 def test_cli_names_a_missing_root(tmp_path, capsys):
-  status = reproduction.main([f'--root={tmp_path / "nowhere"}', f'--page={PAGE}'])
+  status = reproduction_page.main([f'--root={tmp_path / "nowhere"}', f'--page={PAGE}'])
   assert status == 2
   assert capsys.readouterr().err.strip().endswith('nowhere: not a directory')
 
@@ -361,7 +363,7 @@ def test_committed_page_matches_the_committed_results(tmp_path):
   page = tmp_path / 'REPRODUCTION.md'
   shutil.copy(PAGE, page)
   figures = tmp_path / 'results' / 'paper' / 'figures'  # same relative links as the repo's
-  reproduction.write_page(os.path.join(REPO, 'results', 'paper'), str(page), str(figures))
+  reproduction_page.write_page(os.path.join(REPO, 'results', 'paper'), str(page), str(figures))
   regenerated, committed = page.read_text(), open(PAGE).read()
   diff = ''.join(difflib.unified_diff(committed.splitlines(True), regenerated.splitlines(True),
                                       'REPRODUCTION.md', 'regenerated', n=1))
@@ -407,4 +409,4 @@ def test_device_script_refuses_a_run_outside_the_queue(tmp_path):
   done = run_script(tmp_path, '10', 's-all,s-mask_zero')
   assert done.returncode == 2
   assert done.stderr.strip().splitlines()[-1] == (
-      'error: RUNS names s-mask_zero, not in the queue: ' + ', '.join(reproduction.QUEUE))
+      'error: RUNS names s-mask_zero, not in the queue: ' + ', '.join(claims.QUEUE))

@@ -234,7 +234,8 @@ def test_write_metrics_json_with_config_and_bench(tmp_path):
   w = _write(folder)
   with open(folder / results.METRICS_FILE) as f:
     saved = json.load(f)
-  assert saved['config'] == config_lib.flatten(w['config'])
+  assert saved['config'] == config_lib.flatten(config_lib.resolved(w['config']))
+  assert saved['config']['data.source'] == 'download'  # 'auto' without a path
   assert saved['config']['eval.top_ns'] == list(TOP_NS)
   assert saved['bench'] == {'path': '/somewhere/table.csv', 'sha256': 'ab' * 32,
                             'metric': 'cifar10_test', 'archs_in_subset': NUM_ARCHS}
@@ -326,6 +327,10 @@ def test_results_files_follow_the_umask(tmp_path):
     ({'bn_mode': 'recalibrate', 'recalibrate_batches': 3, 'scope': 'all'},
      'recalibrate3-all'),
     ({'name': 'mine', 'bn_mode': 'batch'}, 'mine'),
+    ({'scope': 'unique'}, 'running-unique'),
+    ({'average_checkpoints': 1}, 'running-groups'),
+    ({'average_checkpoints': 3, 'scope': 'all'}, 'running-all-avg3'),
+    ({'average_checkpoints': 2, 'name': 'mine'}, 'mine'),
 ])
 def test_results_name(fields, name):
   config = config_lib.base_config()
@@ -408,7 +413,7 @@ def test_evaluation_identity_holds_what_changes_the_numbers():
       'bench.path': os.path.realpath('/somewhere/table.csv'), 'bench.sha256': 'ab' * 32,
       'bench.metric': 'cifar10_test', 'eval.top_ns': [10, 25], 'eval.random_size': 1000,
       'eval.random_seed': 0, 'eval.scope': 'groups', 'eval.bn_mode': 'running',
-      'space.masked_ops': []}
+      'eval.average_checkpoints': 1, 'space.masked_ops': []}
   # Speed and naming only: the same identity.
   assert results.evaluation_identity(
       _config(**{'eval.groups_per_call': 3, 'eval.name': 'x', 'eval.batch_size': 7,
@@ -422,6 +427,27 @@ def test_evaluation_identity_holds_what_changes_the_numbers():
   masked = results.evaluation_identity(
       _config(**{'space.masked_ops': 'avg_pool_3x3,none'}), 'x', ())
   assert masked['space.masked_ops'] == ['none', 'avg_pool_3x3']
+  averaged = results.evaluation_identity(_config(**{'eval.average_checkpoints': 3}), 'x', ())
+  assert averaged['eval.average_checkpoints'] == 3
+
+
+def test_results_written_before_averaging_existed_scored_one_checkpoint(tmp_path):
+  """A stored identity without eval.average_checkpoints is K=1: equal to K=1, not to K=2."""
+  w = _write(tmp_path / 'r')
+  path = tmp_path / 'r' / results.METRICS_FILE
+  saved = json.loads(path.read_text())
+  del saved['evaluation']['eval.average_checkpoints']
+  path.write_text(json.dumps(saved))
+  folder, config, sha = str(tmp_path / 'r'), w['config'], w['bench'].sha256
+  assert results.identity_differences(folder, config, sha, TOP_NS) == []
+  other = config.copy_and_resolve_references()
+  other.eval.average_checkpoints = 2
+  assert results.identity_differences(folder, other, sha, TOP_NS) == [
+      'eval.average_checkpoints: 1 (stored) -> 2 (now)']
+  del saved['evaluation']  # older still: the identity from the config, without the key
+  del saved['config']['eval.average_checkpoints']
+  path.write_text(json.dumps(saved))
+  assert results.identity_differences(folder, config, sha, TOP_NS) == []
 
 
 def test_identity_differences_name_each_changed_setting(tmp_path):
@@ -499,6 +525,42 @@ def test_format_summary_of_several_seeds(tmp_path):
   for path in (folder / results.PREDICTIONS_FILE, folder / results.METRICS_FILE,
                tmp_path / 'run' / 'tb'):
     assert str(path) in text
+
+
+def test_averaged_and_unique_results_say_so(tmp_path):
+  """scored_steps lists the averaged checkpoints; a bench of classes adds class_id and
+  class_size to predictions.csv and counts classes and archs in metrics.json."""
+  full = _bench(NUM_ARCHS)
+  bench = bench_lib.unique_classes(full)
+  config = config_lib.base_config()
+  config.seeds = (0,)
+  config.eval.top_ns = (10,)
+  config.eval.random_size = 20
+  config.eval.scope = 'unique'
+  config.eval.average_checkpoints = 2
+  folder = tmp_path / 'run' / 'results' / 'running-unique-avg2'
+  order = np.argsort(-bench.indices)  # rows in any order: classes follow their indices
+  truth = bench.metric('cifar10_test')[order]
+  groups = _groups(truth, top_ns=(10,), random_size=20)
+  scores = np.linspace(50, 60, len(bench))[None]
+  summary = results.write(str(folder), config=config, bench=bench, seeds=(0,),
+                          indices=bench.indices[order], arch_strings=bench.arch_strings[order],
+                          scores=scores, truth=truth, groups=groups,
+                          evaluated_archs_per_second=1.0, step=9, averaged_steps=(9, 6))
+  assert summary['scored_step'] == 9 and summary['scored_steps'] == [9, 6]
+  assert summary['bench']['archs_in_subset'] == len(bench)
+  assert summary['bench']['archs_in_classes'] == NUM_ARCHS
+  assert summary['evaluation']['eval.scope'] == 'unique'
+  assert summary['evaluation']['eval.average_checkpoints'] == 2
+  with open(folder / results.PREDICTIONS_FILE, newline='') as f:
+    rows = list(csv.reader(f))
+  assert tuple(rows[0]) == results.PREDICTION_COLUMNS + ('class_id', 'class_size')
+  for row, j in zip(rows[1:], order):
+    assert (int(row[1]), int(row[5]), int(row[6])) == (
+        bench.indices[j], bench.class_ids[j], bench.class_sizes[j])
+  head = results.format_summary(summary, str(folder)).splitlines()[0]
+  assert 'mean of checkpoint steps 9, 6' in head
+  assert f'{len(bench)} isomorphism classes of {NUM_ARCHS} archs' in head
 
 
 def test_format_summary_of_one_seed_and_of_a_proxy(tmp_path):

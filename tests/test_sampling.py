@@ -85,7 +85,7 @@ def test_unshared_cells_draw_their_own_paths():
 
 
 def test_fair_group_never_draws_masked_ops():
-  """A masked subset's fair group never holds a masked op (SPEC 4 masking)."""
+  """A masked subset's fair group never holds a masked op."""
   allowed = space.allowed_ops_from_mask('none,avg_pool_3x3')
   for num_cells in CELLS:
     groups = _draws('fair', allowed, num_cells)

@@ -35,10 +35,9 @@ from spos_jax import space
 from spos_jax import train
 from spos_jax import workdir as workdir_lib
 
-from conftest import make_tiny_config, train_and_evaluate_capturing
+from conftest import NB201_TABLE as TABLE, make_tiny_config, train_and_evaluate_capturing
 
 REPO = Path(__file__).resolve().parents[1]
-TABLE = Path(__file__).resolve().parents[1].parent / 'shared/data/nb201/nb201_table.csv'
 VAL = 48
 
 # The run of the end-to-end test; its trained weights serve every scoring test.
@@ -65,11 +64,6 @@ def run_config(**fields):
     config_lib.set_flat(config, key, value)
   config_lib.validate(config)
   return config
-
-
-def _need_table():
-  if not TABLE.is_file():
-    pytest.skip(f'{TABLE} is absent')
 
 
 def _first_seed(states):
@@ -228,8 +222,8 @@ def _forbid_training(monkeypatch):
   monkeypatch.setattr(train, 'init_states', fail)
 
 
-def test_unknown_bench_metric_fails_before_training(tmp_path, monkeypatch):
-  _need_table()
+def test_unknown_bench_metric_fails_before_training(tmp_path, monkeypatch, nb201_table):
+  del nb201_table  # for its skip where the table is absent; TABLE is its path
   _forbid_training(monkeypatch)
   wd = tmp_path / 'run'
   with pytest.raises(bench_lib.BenchError, match=r"no metric column 'nope'.*cifar10_test"):
@@ -252,9 +246,9 @@ def test_missing_bench_file_fails_before_training(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
-  """train_and_evaluate on the shared bench; the states and data it ranked with."""
-  _need_table()
+def run(tmp_path_factory, nb201_table):
+  """train_and_evaluate ranked against TABLE; the states and data it ranked with."""
+  del nb201_table  # for its skip where the table is absent; TABLE is its path
   config = run_config()
   wd = str(tmp_path_factory.mktemp('run'))
   states, data = train_and_evaluate_capturing(config, wd)

@@ -184,3 +184,61 @@ def test_nb201_index_lookup():
     space.nb201_index(np.array([KNOWN_ARCH]), table[:100])
   assert space.OPS == ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3',
                        'avg_pool_3x3')
+
+
+# ------------------------------------------------------------- isomorphism classes
+
+
+def test_the_whole_space_has_6466_isomorphism_classes():
+  """The count of the NB201 authors and Ning et al.; ids 0..6465 numbered by first member."""
+  classes = space.isomorphism_class(space.all_archs())
+  assert len(np.unique(classes)) == space.NUM_UNIQUE_ARCHS == 6466
+  first = np.unique(classes, return_index=True)[1]
+  np.testing.assert_array_equal(classes[np.sort(first)], np.arange(6466))
+  # Dead archs compute zero, but NB201's rule counts zero terms: 5 classes, not 1.
+  assert len(np.unique(classes[space.is_dead(space.all_archs())])) == 5
+
+
+@pytest.mark.parametrize('a,b', [
+    # A skip chain collapses: skip into node 1 then conv3x3 to the output = conv3x3 direct.
+    ('|skip_connect~0|+|none~0|none~1|+|none~0|nor_conv_3x3~1|none~2|',
+     '|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|'),
+    # Edges that cannot reach the output do not count (node 2 feeds node 3 through none).
+    ('|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|',
+     '|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|'),
+    # A sum does not depend on which edge holds which term (node 1 is the input).
+    ('|skip_connect~0|+|none~0|none~1|+|nor_conv_3x3~0|skip_connect~1|none~2|',
+     '|skip_connect~0|+|none~0|none~1|+|skip_connect~0|nor_conv_3x3~1|none~2|'),
+    # The same, across the middle nodes: both reach node 3 as conv1x1 of the input.
+    ('|skip_connect~0|+|nor_conv_1x1~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|',
+     '|skip_connect~0|+|none~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|'),
+])
+def test_isomorphic_pairs(a, b):
+  arch_a, arch_b = space.string_to_arch(a), space.string_to_arch(b)
+  assert space.cell_expression(arch_a) == space.cell_expression(arch_b)
+  assert space.isomorphism_class(arch_a) == space.isomorphism_class(arch_b)
+
+
+@pytest.mark.parametrize('a,b', [
+    # Order along a chain matters: conv3x3 then pool is not pool then conv3x3.
+    ('|nor_conv_3x3~0|+|none~0|none~1|+|none~0|avg_pool_3x3~1|none~2|',
+     '|avg_pool_3x3~0|+|none~0|none~1|+|none~0|nor_conv_3x3~1|none~2|'),
+    # Two parallel convs are not a chain of two.
+    ('|nor_conv_3x3~0|+|none~0|none~1|+|nor_conv_3x3~0|skip_connect~1|none~2|',
+     '|nor_conv_3x3~0|+|none~0|none~1|+|none~0|nor_conv_3x3~1|none~2|'),
+    # NB201's rule, kept for its count: node 2 (both inputs none) is zero, yet a skip from
+    # it adds a zero term '#+#' that none would write as '#': the same function, two classes.
+    ('|nor_conv_3x3~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|',
+     '|nor_conv_3x3~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|skip_connect~2|'),
+])
+def test_pairs_that_are_not_isomorphic(a, b):
+  arch_a, arch_b = space.string_to_arch(a), space.string_to_arch(b)
+  assert space.isomorphism_class(arch_a) != space.isomorphism_class(arch_b)
+
+
+def test_cell_expression_by_hand():
+  arch = space.string_to_arch(KNOWN)  # NB201's best CIFAR-10 cell
+  # n1 = (0)@conv; n2 = sorted sum of (n1)@pool and (0)@conv; n3 = n2 (skip, inlined as
+  # it is) + (n1)@conv + 0 (skip from the input), the three terms sorted.
+  n2 = '((0)@nor_conv_3x3)@avg_pool_3x3+(0)@nor_conv_3x3'
+  assert space.cell_expression(arch) == f'{n2}+((0)@nor_conv_3x3)@nor_conv_3x3+0'

@@ -1,4 +1,4 @@
-"""The sweep files (configs/sweeps/) expand to the paper's grid (SPEC 8), valid configs."""
+"""The sweep files (configs/sweeps/) expand to the paper's grid (docs/method.md), valid configs."""
 import glob
 import os
 import re
@@ -20,7 +20,7 @@ ZERO, SKIP, CONV1, CONV3, POOL = OPS
 # Fig. 4's left column: all ops and each op masked alone (1 + 5 = 6 subsets).
 LEFT_COLUMN = {(), *((op,) for op in OPS)}
 
-# Runs per sweep, derived from SPEC 8 (each run trains all 5 seeds).
+# Runs per sweep, derived from docs/method.md, 'Experiment grid' (each run trains all 5 seeds).
 EXPECTED_RUNS = {
     # Fig. 2: all ops vs Zero masked; the paper's caption names small only: 2 x 1.
     'fig2': 2,
@@ -37,6 +37,9 @@ EXPECTED_RUNS = {
     'fig11': 24,
     # Beyond the paper: {all, Zero, Zero+Pool masked} x {one-shot, few-shot e0, proxies}, small.
     'beyond': 9,
+    # The shared layers: {all, Zero masked} x (2 sizes x {baseline, unshared, uniform,
+    # shared_mean} + medium shared_every) = 2 x 9.
+    'shared_layers': 18,
 }
 
 
@@ -93,7 +96,7 @@ def test_every_run_config_validates(name):
         config_lib.flatten(config)
 
 
-def test_size_configs_are_the_spec_sizes():
+def test_size_configs_are_the_papers_sizes():
   sizes = {**plan.size_configs(load('fig4')), **plan.size_configs(load('fig11'))}
   channels = {size: plan.load_module(path, 'config').get_config().model.channels
               for size, path in sizes.items()}
@@ -163,8 +166,9 @@ def test_shared_runs_have_the_same_overrides_in_every_sweep():
   # Fig. 4 (26; Fig. 2's 2 among them) + Fig. 5's LT runs (12) + Fig. 6's variations (60)
   # + Fig. 7's new subsets (6 x 2) + Fig. 11's wide runs (12) and small LT runs outside
   # Fig. 5's subsets (4) + the beyond sweep's few-shot and proxy runs (6; its one-shot
-  # runs are Fig. 4's and Fig. 5's).
-  assert len(seen) == 26 + 12 + 60 + 12 + 12 + 4 + 6
+  # runs are Fig. 4's and Fig. 5's) + the shared-layers sweep's mean and every-micro-step
+  # runs (6; the others are Fig. 4's and Fig. 6's).
+  assert len(seen) == 26 + 12 + 60 + 12 + 12 + 4 + 6 + 6
 
 
 def test_split_seeds():
@@ -186,3 +190,16 @@ def test_beyond_runs_one_shot_few_shot_and_proxies_on_the_same_subsets():
   assert runs['s-fewshot_e0-mask_none'].overrides == {'space.masked_ops': 'none',
                                                       'fewshot.split_edge': 0}
   assert runs['s-proxies-mask_none+avg_pool_3x3'].overrides['method'] == 'proxies'
+
+
+def test_shared_layers_sweep_beside_baseline_uniform_and_unshared():
+  runs = {run.name: run for run in load('shared_layers').runs}
+  new = {name for name in runs if '-shared_' in name}
+  assert new == {f'{size}-shared_mean-{subset}' for size in 'sm' for subset in ('all', 'mask_none')
+                 } | {f'm-shared_every-{subset}' for subset in ('all', 'mask_none')}
+  assert runs['m-shared_mean-mask_none'].overrides == {'space.masked_ops': 'none',
+                                                       'train.shared_layers': 'mean'}
+  assert runs['m-shared_every-all'].overrides == {'train.shared_layers': 'every_micro_step'}
+  fig6 = {run.name: run for run in load('fig6').runs}
+  for name in set(runs) - new:  # the rest are the baseline and Fig. 6's runs, shared
+    assert fig6[name] == runs[name]

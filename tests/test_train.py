@@ -3,6 +3,7 @@ import functools
 import glob
 import logging
 import os
+import re
 import struct
 
 from flax.traverse_util import flatten_dict, unflatten_dict
@@ -288,6 +289,40 @@ def test_seeds_train_one_after_another_when_all_at_once_would_not_fit(
     train.compile_train_chunk(config, model, tx, 100, states, tiny_data)
 
 
+def test_on_the_cpu_the_host_memory_is_the_limit(two_seeds, tiny_data, monkeypatch, caplog):
+  """The CPU backend reports no limit: the host's available memory is checked instead,
+  with the same fallback (seeds one after another) and a one-line refusal that names
+  the host and the CPU-sized config."""
+  config, model, tx, chunks = two_seeds
+  need = {p: memory.estimate_bytes(c) for p, c in chunks.items()}
+  if need[True] is None or not memory.on_host():
+    pytest.skip('needs the CPU backend and its memory analysis')
+  states = train.init_states(model, tx, config.seeds)
+  monkeypatch.setattr(memory, 'host_available_bytes', lambda: (need[False] + need[True]) // 2)
+  with caplog.at_level(logging.WARNING):
+    chosen, parallel = train.compile_train_chunk(config, model, tx, 100, states, tiny_data)
+  assert not parallel and 'the host (available memory) allows' in caplog.text
+  monkeypatch.setattr(memory, 'host_available_bytes', lambda: need[False] // 2)
+  with pytest.raises(memory.DeviceMemoryError,
+                     match=r'one seed at a time, needs an estimated .* GiB of memory, but the '
+                           r'host \(available memory\) allows .*configs/tiny\.py'):
+    train.compile_train_chunk(config, model, tx, 100, states, tiny_data)
+
+
+def test_a_long_cpu_run_says_so_once(monkeypatch, caplog):
+  monkeypatch.setattr(memory, 'on_host', lambda device=None: True)
+  with caplog.at_level(logging.WARNING):
+    train.warn_if_long_on_host(4 * 86400.0)
+    train.warn_if_long_on_host(600.0)
+  assert caplog.text.count('configs/tiny.py') == 1 and 'about 4d 0h more' in caplog.text
+
+
+def test_format_eta_reads_as_days_past_two_days():
+  assert train.format_eta(245) == '4m05s'
+  assert train.format_eta(3 * 3600 + 7 * 60) == '3h07m'
+  assert train.format_eta(12 * 86400 + 4 * 3600 + 59) == '12d 4h'
+
+
 def test_fair_group_step_equals_hand_summed_gradients(base, tiny_data):
   """One fair step == grads of each micro-batch (its own path) summed by hand, one SGD step."""
   config, model, tx, state = base
@@ -322,6 +357,189 @@ def test_fair_group_step_equals_hand_summed_gradients(base, tiny_data):
   updates, _ = tx.update(jax.tree.map(lambda g: g / k, total), state.opt_state, state.params)
   by_hand_mean = optax.apply_updates(state.params, updates)
   _assert_not_fp32_close(fast.params, by_hand_mean, terms, state.params, what='params (mean)')
+
+
+# ------------------------------------------- shared layers: sum, mean, every micro-step
+
+
+def _momentum(opt_state):
+  """{layer: {...: momentum}} from every SGD trace of an optimizer state, however it
+  is wrapped or partitioned (MultiSteps, multi_transform, {'shared', 'cells'})."""
+  flat = {}
+  for _, trace in optax.tree_utils.tree_get_all_with_path(opt_state, 'trace'):
+    flat.update({k: v for k, v in flatten_dict(trace).items()
+                 if not isinstance(v, optax.MaskedNode)})
+  return unflatten_dict(flat)
+
+
+def _shared_labels(params):
+  return {name: 'shared' if name in train.SHARED_LAYERS else 'cells' for name in params}
+
+
+def _reference_optimizer(mode, tx, k):
+  """The straightforward optimizer of a train.shared_layers mode for k reference
+  micro-steps (train.reference_micro_step); optax.MultiSteps sums a group."""
+  if mode == 'mean':  # scale the shared layers' gradients by 1/k, then the run's SGD
+    shared_mask = lambda params: {name: name in train.SHARED_LAYERS for name in params}
+    return optax.MultiSteps(optax.chain(optax.masked(optax.scale(1 / k), shared_mask), tx), k,
+                            use_grad_mean=False)
+  # every_micro_step: the shared layers' SGD on every micro-batch, the cell ops' summed
+  return optax.multi_transform(
+      {'shared': tx.shared, 'cells': optax.MultiSteps(tx.cells, k, use_grad_mean=False)},
+      _shared_labels)
+
+
+# Each mode's deliberately wrong references: (what, which part it must get wrong, optimizer).
+WRONG_SHARED_LAYERS = {
+    'mean': [
+        ('the sum, not the mean', 0, lambda tx, k: optax.MultiSteps(tx, k, use_grad_mean=False)),
+        ('the mean on the cell ops too', 1,
+         lambda tx, k: optax.MultiSteps(tx, k, use_grad_mean=True)),
+    ],
+    'every_micro_step': [
+        ('the shared layers once per group', 0, lambda tx, k: optax.MultiSteps(
+            optax.multi_transform({'shared': tx.cells, 'cells': tx.cells}, _shared_labels), k,
+            use_grad_mean=False)),
+        ('the cell ops every micro-batch', 1, lambda tx, k: optax.multi_transform(
+            {'shared': tx.shared, 'cells': tx.shared}, _shared_labels)),
+    ],
+}
+
+
+def test_shared_layers_are_every_top_level_layer_but_the_cells(base):
+  """SHARED_LAYERS names the stem, reductions, final BN and classifier; everything else
+  is a cell; a layer that is neither is an error that says where to add it."""
+  shared, cells = train.split_shared(base[3].params)
+  assert set(shared) == set(train.SHARED_LAYERS)
+  assert cells and all(name.startswith('cell_') for name in cells)
+  assert train.merge_shared(shared, cells) == dict(base[3].params)
+  assert set(train.split_shared({'cells_0': 1, 'stem': 2})[1]) == {'cells_0'}  # scan_cells
+  with pytest.raises(ValueError, match='add them to one of the two'):
+    train.split_shared({'stem': 1, 'aux_head': 2})
+
+
+# One case each (every case compiles four steps): the masked subset (|O| = 3) for the
+# mean, the full space for every micro-step.
+@pytest.mark.parametrize('mode,case', [('mean', 'masked'), ('every_micro_step', 'shared')])
+def test_shared_layer_modes_equal_their_references(base, tiny_config, tiny_data, mode, case):
+  """Two optimizer steps of train.shared_layers='mean' / 'every_micro_step' == 2|O|
+  single-path reference micro-steps (params, BN statistics, momentum; fp32, weight
+  decay on): 'mean' = MultiSteps over a masked 1/|O| scale then SGD; 'every_micro_step'
+  = multi_transform of the shared layers' SGD every micro-step and the cell ops'
+  MultiSteps. Each wrong reference is caught on the part it gets wrong."""
+  config, model, tx, state = _setup(base, tiny_config, tiny_data,
+                                    dict(EQUIVALENCE_CASES[case], **{'train.shared_layers': mode}))
+  k = config_lib.group_size(config)
+  fast = fast_jit(functools.partial(train.fair_group_step, config, model, tx))
+  references = {'right': _reference_optimizer(mode, tx, k)}
+  references.update({what: make(tx, k) for what, _, make in WRONG_SHARED_LAYERS[mode]})
+  micro = {name: fast_jit(functools.partial(train.reference_micro_step, config, model, ref_tx))
+           for name, ref_tx in references.items()}
+  fair = state
+  ref = {name: state.replace(opt_state=ref_tx.init(state.params))
+         for name, ref_tx in references.items()}
+  for step in range(2):
+    fair, metrics = fast(fair, tiny_data)
+    assert bool(metrics['finite']) and float(metrics['update_norm_shared']) > 0
+    for member in range(k):
+      ref = {name: micro[name](r, tiny_data, member)[0] for name, r in ref.items()}
+  assert int(fair.step) == 2 and int(ref['right'].step) == 2 * k
+  terms = _summed_terms(config, steps=2)
+  compared = {
+      'params': (fair.params, {n: r.params for n, r in ref.items()}, state.params),
+      'momentum': (_momentum(fair.opt_state), {n: _momentum(r.opt_state) for n, r in ref.items()},
+                   None),
+  }
+  for name, (got, expected, start) in compared.items():
+    _assert_fp32_close(got, expected['right'], terms, start, what=name)
+    for what, part, _ in WRONG_SHARED_LAYERS[mode]:
+      begin = None if start is None else train.split_shared(start)[part]
+      _assert_not_fp32_close(train.split_shared(got)[part],
+                             train.split_shared(expected[what])[part], terms, begin,
+                             what=f'{name} ({what})')
+  _assert_fp32_close(fair.batch_stats, ref['right'].batch_stats, terms, state.batch_stats,
+                     what='batch_stats')
+
+
+def test_every_micro_step_shared_layers_keep_the_steps_learning_rate(tiny_config, tiny_data):
+  """The shared layers' optimizer counts micro-steps, but its lr is that of the optimizer
+  step they belong to (micro-step i: schedule(i // |O|)), not a schedule |O| times faster."""
+  config = tiny_config(**{'train.shared_layers': 'every_micro_step', 'train.momentum': 0.0,
+                          'train.weight_decay': 0.0, 'space.masked_ops': 'none'})
+  k, num_train = config_lib.group_size(config), tiny_data.num_train
+  tx = train.create_optimizer(config, num_train)
+  schedule = train.learning_rate_schedule(config, num_train)
+  params = {'stem': {'kernel': jnp.zeros(())}}
+  state, lrs = tx.shared.init(params), []
+  for _ in range(3 * k):
+    updates, state = tx.shared.update({'stem': {'kernel': jnp.ones(())}}, state, params)
+    lrs.append(-float(updates['stem']['kernel']))
+  expected = [float(schedule(i // k)) for i in range(3 * k)]
+  np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+  assert not np.allclose(lrs, [float(schedule(i)) for i in range(3 * k)], rtol=1e-3)
+
+
+def test_member_gradients_are_each_micro_batch_alone(base, tiny_data):
+  """The probe's member gradients == each micro-batch's single-path gradient of the
+  shared layers, by hand; the same rows in another member order fail."""
+  config, model, _, state = base
+  images, labels, paths, keys = train.group_inputs(config, tiny_data, state.seed, state.step)
+  k = config_lib.group_size(config)
+
+  @fast_jit
+  def member_grad(images, labels, path, key):
+    x = train.augment_micro_batch(config, key, images)
+    cells = train.split_shared(state.params)[1]
+
+    def loss_fn(shared):
+      logits, _ = model.apply({'params': train.merge_shared(shared, cells),
+                               'batch_stats': state.batch_stats}, x, path, train=True,
+                              mutable=['batch_stats'])
+      return train.cross_entropy(logits, labels).mean()
+    return jax.grad(loss_fn)(train.split_shared(state.params)[0])
+
+  rows = [member_grad(images[m], labels[m], paths[m], keys[m]) for m in range(k)]
+  by_hand = jax.tree.map(lambda *g: jnp.stack(g), *rows)
+  got = fast_jit(functools.partial(train.member_gradients, config, model))(state, tiny_data)
+  terms = _summed_terms(config, steps=1) // k
+  _assert_fp32_close(got, by_hand, terms, what='member gradients')
+  _assert_not_fp32_close(got, jax.tree.map(lambda g: jnp.roll(g, 1, axis=0), by_hand), terms,
+                         what='member gradients (members mixed up)')
+
+
+def test_gradient_coherence_of_known_gradients():
+  """Parallel members: cosine 1 and a step K times one member's; orthogonal: cosine 0,
+  sqrt(K); a member and its negative: cosine -1, no step. Per layer and over all."""
+  k = 4
+  scales = jnp.arange(1.0, k + 1)[:, None]  # members of different sizes, one direction
+  parallel = {'stem': {'kernel': scales * jnp.ones((k, 6))},
+              'classifier': {'bias': scales * jnp.array([1.0, -2.0, 0.5])}}
+  out = train.gradient_coherence(parallel)
+  assert set(out) == {f'{n}/{m}' for n in ('stem', 'classifier', 'all')
+                      for m in ('cosine', 'step_multiple')}
+  for name in ('stem', 'classifier', 'all'):
+    assert float(out[f'{name}/cosine']) == pytest.approx(1.0, abs=1e-6)
+    assert float(out[f'{name}/step_multiple']) == pytest.approx(k, rel=1e-6)
+  orthogonal = train.gradient_coherence({'stem': {'kernel': 3 * jnp.eye(k)}})
+  assert float(orthogonal['all/cosine']) == pytest.approx(0.0, abs=1e-7)
+  assert float(orthogonal['all/step_multiple']) == pytest.approx(np.sqrt(k), rel=1e-6)
+  opposite = train.gradient_coherence({'stem': {'kernel': jnp.array([[1.0, 2.0], [-1.0, -2.0]])}})
+  assert float(opposite['stem/cosine']) == pytest.approx(-1.0, abs=1e-6)
+  assert float(opposite['stem/step_multiple']) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize('fields,match', [
+    ({'train.shared_layers': 'median'}, "train.shared_layers='median' is not one of"),
+    ({'train.shared_layers': 'mean', 'sampling.method': 'uniform'},
+     "steps after every micro-batch already: use train.shared_layers='sum'"),
+    ({'train.shared_layers': 'every_micro_step', 'fewshot.split_edge': 0},
+     'not implemented for few-shot sub-networks: set fewshot.split_edge=-1'),
+])
+def test_shared_layers_refuses_what_it_cannot_do(tiny_config, fields, match):
+  with pytest.raises(config_lib.ConfigError, match=re.escape(match)):
+    config_lib.validate(tiny_config(**fields))
+  for mode in config_lib.SHARED_LAYER_MODES:
+    config_lib.validate(tiny_config(**{'train.shared_layers': mode}))
 
 
 def test_uniform_sampling_steps_every_micro_batch(base, tiny_config, tiny_data):
@@ -515,6 +733,41 @@ def test_run_writes_checkpoints_events_and_records(runs):
   assert os.path.isfile(os.path.join(wd, 'run_info.json'))
   with open(os.path.join(wd, workdir_lib.TRAINED_MARKER)) as f:
     assert int(f.read()) == steps
+
+
+def test_run_logs_update_norms_every_step_and_member_gradients_at_probe_steps(runs):
+  """TensorBoard: the update norm of the shared layers and of the cell ops (and each over
+  its weights' norm) at every step; the cosine and step multiple of the shared layers'
+  member gradients at the probe steps, per layer and over all."""
+  wd = runs['full_dir']
+  steps = train.total_steps(runs['config'], 350)
+  for part in ('shared', 'cells'):
+    norms = _tb_scalars(wd, f'train/update_norm/{part}')
+    assert sorted(norms) == list(range(1, steps + 1)) and min(norms.values()) > 0
+    assert set(_tb_scalars(wd, f'train/relative_update/{part}')) == set(norms)
+  probed = {s + 1 for s in train.probe_steps(steps)}
+  assert len(probed) >= 5
+  k = config_lib.group_size(runs['config'])
+  for layer in train.SHARED_LAYERS + ('all',):
+    cosines = _tb_scalars(wd, f'train/shared_grads/{layer}/cosine')
+    multiples = _tb_scalars(wd, f'train/shared_grads/{layer}/step_multiple')
+    assert set(cosines) == set(multiples) == probed, layer
+    assert all(-1 <= v <= 1 for v in cosines.values())
+    assert all(0 <= v <= k + 1e-4 for v in multiples.values())
+
+
+def test_every_micro_step_run_trains_saves_and_resumes(tiny_config, tmp_path):
+  """A train.shared_layers='every_micro_step' run stops, resumes from its checkpoint
+  (the two-part optimizer state) and finishes, logging its update norms."""
+  config = tiny_config(**{'train.shared_layers': 'every_micro_step'})
+  wd = str(tmp_path / 'run')
+  partial = train.train(config, wd, stop_after_steps=3)
+  states = train.train(config, wd)
+  steps = train.total_steps(config, 350)
+  assert int(np.asarray(states.step)[0]) == steps and workdir_lib.is_trained(wd)
+  assert set(states.opt_state) == {'shared', 'cells'}
+  assert _max_change(states.params, partial.params) > 1e-4
+  assert sorted(_tb_scalars(wd, 'train/update_norm/shared')) == list(range(1, steps + 1))
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(runs):

@@ -5,8 +5,7 @@ The paper's caption names a small super-network, so this sweep is small only: 2 
 random 1000) are part of every run's default eval groups. Both runs are also Fig. 4
 runs: with the same --root they are trained once.
 
-python -m launch.sweep --sweep=configs/sweeps/fig2.py --root=runs/paper \
-    --config.bench.path=../shared/data/nb201/nb201_table.csv
+python -m launch.sweep --sweep=configs/sweeps/fig2.py --root=runs/paper
 """
 from launch import grid
 from spos_jax.space import OPS

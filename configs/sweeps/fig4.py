@@ -1,11 +1,10 @@
-"""Fig. 4: super-networks in 13 search-space subsets, small and medium (SPEC 8).
+"""Fig. 4: super-networks in 13 search-space subsets, small and medium.
 
 Subsets: all ops; each op masked alone (5, the figure's left column); Zero+X masked
 for X in skip, 1x1, 3x3, pool (4, centre); Pool+X masked for X in skip, 1x1, 3x3
 (3, right). 13 subsets x 2 sizes = 26 runs, 5 seeds each.
 
-python -m launch.sweep --sweep=configs/sweeps/fig4.py --root=runs/paper \
-    --config.bench.path=../shared/data/nb201/nb201_table.csv
+python -m launch.sweep --sweep=configs/sweeps/fig4.py --root=runs/paper
 """
 from launch import grid
 from spos_jax.space import OPS

@@ -1,4 +1,4 @@
-"""Fig. 5: Linear Transformers (LT) on skip, and on skip and pool (SPEC 3, 8).
+"""Fig. 5: Linear Transformers (LT) on skip, and on skip and pool (docs/method.md, 'Operations').
 
 Subsets (the figure's columns): all ops; Zero masked; Zero+Pool masked. Variants
 (colours): the baseline without LT, LT on skip, LT on skip+pool. 3 subsets x 3
@@ -6,8 +6,7 @@ variants x 2 sizes = 18 runs; the 6 baseline runs are Fig. 4 runs (same names, s
 --root trains them once). With Pool masked, LT on skip+pool computes what LT on skip
 does; the paper ran both and so does this sweep.
 
-python -m launch.sweep --sweep=configs/sweeps/fig5.py --root=runs/paper \
-    --config.bench.path=../shared/data/nb201/nb201_table.csv
+python -m launch.sweep --sweep=configs/sweeps/fig5.py --root=runs/paper
 """
 from launch import grid
 from spos_jax.space import OPS

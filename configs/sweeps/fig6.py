@@ -1,20 +1,19 @@
-"""Fig. 6: training variations against the baseline (SPEC 4-5, 8).
+"""Fig. 6: training variations against the baseline (docs/method.md, 'Path sampling', 'Training').
 
 Variants: unshared topology in training, uniform sampling, LR warm-up (5 epochs),
 gradient clipping (norm 5), AutoAugment + label smoothing 0.1; plus the baseline.
 
-Subsets: SPEC 8 says "the same subsets as Fig. 4's left column". The paper's text
-names that column: "By masking out each operation individually (Figure 4, left
-column)", with the all-ops baseline in red in the same plot; so the 6 subsets all ops
-and each op masked alone. Its Fig. 6 text ("top left and center-right plots", where
+Subsets: the paper does not list them for this figure; this sweep uses Fig. 4's left
+column, which the paper's text names: "By masking out each operation individually
+(Figure 4, left column)", with the all-ops baseline in red in the same plot; so the
+6 subsets all ops and each op masked alone. Its Fig. 6 text ("top left and center-right plots", where
 AutoAugment hurts most "with relatively more unparameterized operations") fits that
 choice: a conv-masked subset sits centre-right in that order.
 
 6 subsets x 6 variants (5 + baseline) x 2 sizes = 72 runs; the 12 baseline runs are
 Fig. 4 runs (same names, so one --root trains them once).
 
-python -m launch.sweep --sweep=configs/sweeps/fig6.py --root=runs/paper \
-    --config.bench.path=../shared/data/nb201/nb201_table.csv
+python -m launch.sweep --sweep=configs/sweeps/fig6.py --root=runs/paper
 """
 from launch import grid
 from spos_jax.space import OPS

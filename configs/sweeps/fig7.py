@@ -1,4 +1,4 @@
-"""Fig. 7 and Fig. 9: more search-space subsets (SPEC 8, Appendix C).
+"""Fig. 7 and Fig. 9: more search-space subsets (paper Appendix C).
 
 Both figures keep Fig. 4's left column (all ops; each op masked alone: 6 subsets) and
 add columns:
@@ -11,8 +11,7 @@ add columns:
 (the left column and zero+1x1, zero+skip, pool+1x1, pool+skip), trained once under
 one --root; 12 are new.
 
-python -m launch.sweep --sweep=configs/sweeps/fig7.py --root=runs/paper \
-    --config.bench.path=../shared/data/nb201/nb201_table.csv
+python -m launch.sweep --sweep=configs/sweeps/fig7.py --root=runs/paper
 """
 from launch import grid
 from spos_jax.space import OPS

@@ -1,0 +1,269 @@
+"""REPRODUCTION.md's generated parts: the queue, the claims' verdicts, Fig. 4 and the
+whole-space numbers against outside anchors.
+
+  python -m spos_jax.reproduction --root=results/paper --page=REPRODUCTION.md \\
+      [--figures=results/paper/figures]
+
+ROOT holds one folder per run of the queue (claims.QUEUE), named as the sweep
+launcher names them (launch/grid.py), each with config.json, run_info.json and
+results/<eval>/ (metrics.json, predictions.csv; results.py). The page's generated
+parts sit between marker comments (`<!-- generated:NAME -->` ...
+`<!-- end generated:NAME -->`) and are rewritten in place; everything outside them is
+hand-written and left untouched.
+
+Each claim carries the rule that decides its verdict ('holds', 'does not hold',
+'not yet run'); claims.py holds the rules. Every setting printed (epochs, seeds, data,
+bench column, device, commit) is read from the runs' files, never typed in. Figures
+are PNGs with stable bytes (figures.save), so that they can be committed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from typing import Sequence
+
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+import numpy as np
+
+from spos_jax.report import claims
+from spos_jax.report import figures
+from spos_jax.report import runs as runs_lib
+from spos_jax.report import stats
+
+FIGURES_DIR = os.path.join('results', 'paper', 'figures')
+FIGURE_DPI = 110
+
+
+# ---------------------------------------------------------------------------
+# Figures
+
+
+def _save_png(figure: Figure, folder: str, stem: str) -> str:
+  """folder/stem.png; its path."""
+  return figures.save(figure, folder, stem, formats=('png',), dpi=FIGURE_DPI)[0]
+
+
+def settings_title(runs: Sequence[runs_lib.Run]) -> str:
+  epochs = sorted({str(r.config.get('train.epochs')) for r in runs})
+  metric = sorted({str(r.metrics.get('bench', {}).get('metric')) for r in runs})
+  data = sorted({claims.data_source_text(r.config).replace('`', '') for r in runs})
+  return (f'{"/".join(epochs)} epochs, {" / ".join(data)}; ground truth '
+          f'{"/".join(metric)}; mean ± std over seeds')
+
+
+def fig4_figure(runs: Sequence[runs_lib.Run]) -> Figure:
+  """Fig. 4 of the paper: A_N and Kendall tau against N, one row per size present."""
+  rows = [[r for r in runs if r.size == size] for size in runs_lib.SIZES]
+  rows = [row for row in rows if row]
+  figure = figures.new_figure(12.0, 3.8 * len(rows))
+  axes = figure.subplots(len(rows), 2, squeeze=False)
+  color_of = dict(zip((r.name for r in runs), figures.run_colors(len(runs))))
+  for (ax_acc, ax_kt), row in zip(axes, rows):
+    for run in row:
+      label = f'{run.name} (τa {stats.tau_a(run):+.2f})'
+      for ax, field in ((ax_acc, 'mean_supernet_acc'), (ax_kt, 'kendall_tau')):
+        figures.plot_against_n(ax, run, field, color_of[run.name], label)
+    size = runs_lib.SIZES[row[0].size]
+    ax_acc.set_ylabel(f'{size}: A_N (%)')
+    ax_kt.set_ylabel(f'{size}: Kendall tau')
+    for ax in (ax_acc, ax_kt):
+      figures.log_n_axis(ax, sorted({n for run in row for n in stats.top_sizes(run)}))
+      ax.set_xlabel('N (top-N bench archs); dotted: random group')
+    ax_kt.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1.0))
+  figure.suptitle(f'Fig. 4-style: {settings_title(runs)}', fontsize=10)
+  return figure
+
+
+def full_space_figure(full: dict[str, claims.FullSpace],
+                      runs: dict[str, runs_lib.Run]) -> Figure:
+  """Kendall tau and Spearman over each run's whole subset, beside the anchors."""
+  names = list(full)
+  figure = figures.new_figure(max(8.0, 1.2 * len(names) + 5.0), 5.2)
+  axes = figure.subplots(1, 2, squeeze=False)[0]
+  x = np.arange(len(names))
+  labels = [f'{n} ({len(full[n].seeds)} seed{"s" * (len(full[n].seeds) > 1)})' for n in names]
+  for ax, field, label in ((axes[0], 'kendall_tau', 'Kendall tau'),
+                           (axes[1], 'spearman', 'Spearman')):
+    mean = np.asarray([getattr(full[n], field)[0] for n in names])
+    std = np.asarray([getattr(full[n], field)[1] or 0.0 for n in names])
+    ax.errorbar(x, mean, yerr=std, fmt='o', color='C0', capsize=3)
+    for anchor, style in zip(claims.ANCHORS, ('--', ':')):
+      ax.axhline(getattr(anchor, field), color='C3', ls=style, lw=1.2)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_xticks(x, labels, fontsize=7, rotation=30, ha='right')
+    ax.set_ylabel(f'{label}, whole (masked) subset')
+    ax.grid(alpha=0.3)
+  handles = [Line2D([], [], color='C0', marker='o', ls='',
+                    label='run (mean ± std over its seeds)')]
+  handles += [Line2D([], [], color='C3', ls=style,
+                     label=f'{a.label}: Kendall tau {a.kendall_tau:.3f}, '
+                           f'Spearman {a.spearman:.3f}')
+              for a, style in zip(claims.ANCHORS, ('--', ':'))]
+  figure.legend(handles=handles, loc='outside lower center', fontsize=8)
+  shown = [runs[n] for n in names if n in runs]
+  suffix = f'\n{settings_title(shown)}' if shown else ''
+  figure.suptitle(f'Whole-space ranking against the anchors{suffix}', fontsize=10)
+  return figure
+
+
+# ---------------------------------------------------------------------------
+# The page's generated parts
+
+
+def _link(path: str, page_dir: str, alt: str) -> str:
+  return f'![{alt}]({os.path.relpath(path, page_dir).replace(os.sep, "/")})'
+
+
+def runs_section(evidence: claims.Evidence) -> list[str]:
+  """The queue: each run's state and settings, from its files."""
+  lines = [f'{len(evidence.runs)} of {len(claims.QUEUE)} runs of the queue have results.',
+           '',
+           '| # | run | state | epochs | seeds | data | bench column | device | commit |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for i, name in enumerate(claims.QUEUE, start=1):
+    run = evidence.runs.get(name)
+    if run is None:
+      reason = evidence.absent.get(name, 'no run folder')
+      state = 'not yet run' if reason == 'no run folder' else reason.replace('|', '/')
+      lines.append(f'| {i} | `{name}` | {state} |' + f' {claims.MISSING} |' * 6)
+      continue
+    info = evidence.run_info.get(name, {})
+    jax_version = (info.get('packages') or {}).get('jax')
+    device = (info.get('device_kind', claims.MISSING)
+              + (f', jax {jax_version}' if jax_version else ''))
+    commit = f'`{info["git_commit"]}`' if info.get('git_commit') else claims.MISSING
+    lines.append(f'| {i} | `{name}` | results (`{run.eval_name}`) | '
+                 f'{run.config.get("train.epochs")} | {claims.seeds_text(run.seeds)} | '
+                 f'{claims.data_text(run.config)} | {claims.bench_text(run)} | {device} | '
+                 f'{commit} |')
+  return lines
+
+
+def claims_section(evidence: claims.Evidence, found: Sequence[claims.Finding]) -> list[str]:
+  counts = {v: sum(f.verdict == v for f in found) for v in claims.VERDICTS}
+  lines = [', '.join(f'{counts[v]} {v}' for v in claims.VERDICTS) + '.', '']
+  runs = list(evidence.runs.values())
+  if runs:
+    lines += (['Settings of the runs these verdicts read:', ''] + claims.settings_lines(runs)
+              + [''])
+  else:
+    lines += ['No run of the queue has results under `results/paper/` yet, so no claim '
+              'can be checked: every verdict is "not yet run" and no number is shown.', '']
+  lines += ['| id | paper | rule (holds when) | ours (mean ± std over seeds) | verdict |',
+            '|---|---|---|---|---|']
+  for f in found:
+    verdict = f'**{f.verdict}**' + (f' ({f.note})' if f.note else '')
+    lines.append(f'| {f.claim.id} | {f.claim.paper} | {f.claim.rule} | {f.ours} | {verdict} |')
+  return lines
+
+
+def figure4_section(evidence: claims.Evidence, page_dir: str, figures_dir: str) -> list[str]:
+  runs = [evidence.runs[n] for n in claims.QUEUE if n in evidence.runs]
+  if not runs:
+    return ['Nothing drawn yet: no run of the queue has results.']
+  path = _save_png(fig4_figure(runs), figures_dir, 'fig4_accuracy_tau')
+  return [_link(path, page_dir, 'A_N and Kendall tau against N, runs of the queue'), '',
+          'Runs drawn: ' + ', '.join(f'`{r.name}`' for r in runs) + '.',
+          ''] + claims.settings_lines(runs)
+
+
+def full_space_section(evidence: claims.Evidence, page_dir: str, figures_dir: str) -> list[str]:
+  anchors = '; '.join(f'{a.label}: Kendall tau {a.kendall_tau:.3f}, Spearman {a.spearman:.3f}'
+                      for a in claims.ANCHORS)
+  lines = [f'Anchors over all 15625 archs: {anchors}.', '']
+  full = {n: evidence.full_space[n] for n in claims.QUEUE if n in evidence.full_space}
+  if not full:
+    return lines + ['No run has a whole-space evaluation (`eval.scope=all`) yet: nothing '
+                    'to tabulate or draw.']
+  lines += ['| run | evaluation | seeds | archs scored | Kendall tau | Spearman | epochs | '
+            'data | bench column |', '|---|---|---|---|---|---|---|---|---|']
+  for name, entry in full.items():
+    run = evidence.runs.get(name)
+    settings = ([str(run.config.get('train.epochs')), claims.data_text(run.config),
+                 claims.bench_text(run)] if run else [claims.MISSING] * 3)
+    lines.append(f'| `{name}` | `{entry.eval_name}` | {claims.seeds_text(entry.seeds)} | '
+                 f'{entry.archs} | {claims.fmt(*entry.kendall_tau, digits=3, signed=False)} | '
+                 f'{claims.fmt(*entry.spearman, digits=3, signed=False)} | '
+                 + ' | '.join(settings) + ' |')
+  path = _save_png(full_space_figure(full, evidence.runs), figures_dir,
+                   'full_space_anchors')
+  return lines + ['', 'A masked run ranks its subset only (e.g. 4096 archs with one op '
+                  'masked), the anchors the whole space.', '',
+                  _link(path, page_dir, 'whole-space Kendall tau and Spearman against the '
+                        'anchors')]
+
+
+SECTIONS = ('runs', 'claims', 'figure4', 'full_space')
+
+
+def generated_sections(evidence: claims.Evidence, page_dir: str, figures_dir: str) -> dict:
+  found = claims.findings(evidence)
+  return {
+      'runs': runs_section(evidence),
+      'claims': claims_section(evidence, found),
+      'figure4': figure4_section(evidence, page_dir, figures_dir),
+      'full_space': full_space_section(evidence, page_dir, figures_dir),
+  }
+
+
+def _marker_pattern(name: str) -> re.Pattern:
+  return re.compile(rf'(<!-- generated:{name} -->\n)(.*?)(<!-- end generated:{name} -->)',
+                    re.DOTALL)
+
+
+def fill(page: str, sections: dict[str, list[str]]) -> str:
+  """The page with each marked part replaced; ReproductionError on a missing marker."""
+  for name, lines in sections.items():
+    pattern = _marker_pattern(name)
+    count = len(pattern.findall(page))
+    if count != 1:
+      raise claims.ReproductionError(
+          f'the page has {count} `<!-- generated:{name} -->` ... `<!-- end generated:{name} '
+          f'-->` pairs; it needs exactly one of each of: {", ".join(SECTIONS)}')
+    body = '\n'.join(lines) + '\n'
+    page = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(3), page)
+  return page
+
+
+def write_page(root: str, page_path: str, figures_dir: str) -> list[claims.Finding]:
+  """Regenerate the page's marked parts (and its figures) from the runs under root."""
+  try:
+    with open(page_path, encoding='utf-8') as f:
+      page = f.read()
+  except OSError as e:
+    raise claims.ReproductionError(
+        f'--page={page_path}: cannot read ({e.strerror})') from None
+  evidence = claims.gather(root)
+  page_dir = os.path.dirname(os.path.abspath(page_path))
+  sections = generated_sections(evidence, page_dir, os.path.abspath(figures_dir))
+  updated = fill(page, sections)
+  if updated != page:
+    with open(page_path, 'w', encoding='utf-8') as f:
+      f.write(updated)
+  return claims.findings(evidence)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='python -m spos_jax.reproduction', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--root', default=os.path.join('results', 'paper'),
+                      help='folder of the run folders (default: results/paper)')
+  parser.add_argument('--page', default='REPRODUCTION.md', help='page to regenerate')
+  parser.add_argument('--figures', default=FIGURES_DIR,
+                      help=f'folder of the page\'s figures (default: {FIGURES_DIR})')
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    found = write_page(args.root, args.page, args.figures)
+  except claims.ReproductionError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  counts = {v: sum(f.verdict == v for f in found) for v in claims.VERDICTS}
+  print(f'{args.page}: ' + ', '.join(f'{counts[v]} {v}' for v in claims.VERDICTS))
+  return 0
