@@ -102,12 +102,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.recalibrate_batches = 10  # training batches per arch for bn_mode=recalibrate
   c.eval.batch_size = 1000  # validation images per forward (per arch)
   c.eval.groups_per_call = 8  # fair groups of |O| archs scored per jitted call
-  # 'groups' (top-N + random, the paper), 'all' (whole subset) or 'unique' (one arch per
-  # isomorphism class of the subset, 6466 in the whole space: bench.unique_classes)
-  c.eval.scope = 'groups'
-  # Each arch's score is the mean over this many checkpoints: the final one and the
-  # newest ones before it at multiples of train.checkpoint_every_steps (1 = the final alone)
-  c.eval.average_checkpoints = 1
+  # 'unique': one arch per isomorphism class of the subset, 6466 in the whole space
+  # (bench.unique_classes, space.cell_expression)
+  c.eval.scope = 'groups'  # 'groups' (top-N + random, the paper), 'all' (whole subset) or 'unique'
+  # The final checkpoint and the newest ones before it at multiples of
+  # train.checkpoint_every_steps (checkpoint.averaged_steps), each scored the same way
+  c.eval.average_checkpoints = 1  # checkpoints each score is the mean over; 1 = the final one
   c.eval.top_ns = (10, 25, 50, 100, 150, 250, 500)
   c.eval.random_size = 1000
   c.eval.random_seed = 0

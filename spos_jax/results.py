@@ -21,8 +21,8 @@ tau_a's A_N) hold the mean proxy score.
 The evaluation identity (`evaluation_identity`) is everything besides the trained
 weights that determines the numbers: the bench table (sha256) and metric, the groups
 (top-N sizes, random size and seed, scope), the BN mode with its parameters, the
-number of checkpoints averaged and the masked ops. `identity_differences` compares the one stored with results to the one a
-rerun asks for.
+number of checkpoints averaged and the masked ops. `identity_differences` compares
+the one stored with results to the one a rerun asks for.
 """
 from __future__ import annotations
 
@@ -211,9 +211,9 @@ def evaluation_identity(config, bench_sha256: str, top_ns) -> dict:
 
   top_ns are the top-N sizes actually used (eval.top_ns without the sizes larger
   than the subset). eval.average_checkpoints is always recorded (results written
-  before it existed scored one checkpoint). eval.recalibrate_batches counts only with bn_mode=recalibrate
-  and eval.batch_size only with bn_mode=batch (BN statistics of each evaluated
-  batch); eval.groups_per_call and eval.name change speed and place, not numbers.
+  before it existed scored one checkpoint). eval.recalibrate_batches counts only
+  with bn_mode=recalibrate and eval.batch_size only with bn_mode=batch (BN statistics
+  of each evaluated batch); eval.groups_per_call and eval.name change speed and place, not numbers.
   bench.path is recorded (resolved) but a moved table with the same sha256 is the
   same table (see identity_differences).
   """

@@ -11,6 +11,11 @@ Two train steps compute the same update for strictly fair sampling:
     update').
   * `reference_micro_step`: one micro-batch on one path through `nn.switch`,
     accumulated by optax.MultiSteps (sum, not mean); the straightforward reference.
+train.shared_layers changes only what the layers every path uses (SHARED_LAYERS) do
+with their |O| gradients: 'mean' scales them by 1/|O| in `fair_group_step`;
+'every_micro_step' (`shared_micro_group_step`) steps them after every micro-batch.
+Every step reports the update norms of the shared layers and of the cell ops;
+`with_gradient_probe` compares the |O| member gradients at a few fixed steps.
 """
 from __future__ import annotations
 
@@ -290,6 +295,10 @@ def fair_group_step(config, model, tx, state: TrainState, data,
   return finish_step(state, tx, grads, new_stats, per_member.mean(), correct, labels.size)
 
 
+def unroll_micro_steps() -> bool:
+  return jax.default_backend() == 'cpu'
+
+
 def shared_micro_group_step(config, model, tx: SharedLayerOptimizer, state: TrainState, data,
                             mesh=None) -> tuple[TrainState, dict]:
   """One optimizer step where the shared layers step after every micro-batch (one seed).
@@ -300,7 +309,9 @@ def shared_micro_group_step(config, model, tx: SharedLayerOptimizer, state: Trai
   gradient. After the group the cell ops take one tx.cells step on the sum of the
   |O| gradients, their strictly fair update. Each micro-batch needs the shared layers
   its predecessor wrote, so the micro-steps are a lax.scan over the group: one
-  member's graph to compile (unrolled, the |O| copies compiled 4.5x longer on CPU).
+  member's graph to compile (unrolled, the |O| copies compiled several times longer
+  on CPU, BUILD.md). Under vmap over seeds nn.switch becomes a select that runs
+  every allowed op, as for uniform sampling.
   """
   images, labels, paths, aug_keys = group_inputs(config, data, state.seed, state.step)
   images = sharding.split_batch(images, mesh, batch_axis=1)
@@ -326,7 +337,7 @@ def shared_micro_group_step(config, model, tx: SharedLayerOptimizer, state: Trai
   sums = (zeros(shared), zeros(shared), zeros(cells), jnp.zeros(()), jnp.zeros((), jnp.int32))
   (shared, shared_opt, stats, sums), _ = jax.lax.scan(
       micro_step, (shared, state.opt_state['shared'], state.batch_stats, sums),
-      (x, labels, paths))
+      (x, labels, paths), unroll=unroll_micro_steps())
   shared_grads, shared_updates, cell_grads, loss_sum, correct = sums
   cell_updates, cells_opt = tx.cells.update(cell_grads, state.opt_state['cells'], cells)
   metrics = step_metrics(state.params, merge_shared(shared_updates, cell_updates),

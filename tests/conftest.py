@@ -2,11 +2,11 @@
 
 Everything here is sized for a 2-core CPU: C=4, N=1, batch 8, a few hundred synthetic
 images, fp32. Expensive objects (device data, initialised variables) are built once
-per session.
+per test run.
 
 XLA:CPU compiles the super-network slowly (~15 s for an init or a train step), and
 `train.train` jits fresh closures on every call, so identical programs are compiled
-again. A persistent compilation cache in a temporary folder (this session only)
+again. A persistent compilation cache in a temporary folder (this test run only)
 lets the second and later compilations of the same program load the first's
 result. SPOS_TEST_COMPILE_CACHE=0 turns it off.
 """

@@ -92,8 +92,8 @@ def finished_checkpoint(workdir: Path) -> bool:
   return any(p.name.isdigit() for p in (workdir / 'checkpoints').glob('*'))
 
 
-def wait_until(condition, process, timeout_s):
-  deadline = time.time() + timeout_s
+def wait_until(condition, process, limit_s):
+  deadline = time.time() + limit_s
   while not condition():
     assert process.poll() is None, f'launcher ended early:\n{process.communicate()[0]}'
     assert time.time() < deadline, 'timed out'
@@ -107,7 +107,7 @@ def test_local_interrupted_run_resumes_then_finished_runs_skip(tmp_path, env):
           '--root', root, *TINY_FLAGS]
   first = subprocess.Popen(launch_command(*args), cwd=REPO, env=env, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-  wait_until(lambda: finished_checkpoint(root / 'ranked'), first, timeout_s=240)
+  wait_until(lambda: finished_checkpoint(root / 'ranked'), first, limit_s=240)
   first.send_signal(signal.SIGTERM)  # forwarded to the running main job
   out = first.communicate(timeout=120)[0]
   assert first.returncode == 1, out

@@ -13,7 +13,7 @@ end with that run's parameters and predictions:
   * a garbled newest checkpoint (and all of them garbled: refused);
   * a huge learning rate (divergence, FAILED marker) and a failing evaluation.
 
-Everything runs on the CPU with the session's compilation cache (tests/conftest.py);
+Everything runs on the CPU with the test run's compilation cache (tests/conftest.py);
 the subprocesses share it, so after the reference compiled the programs they load them.
 """
 import errno
@@ -421,7 +421,7 @@ def test_stop_signals_checkpoint_at_the_next_step_and_the_run_resumes(reference,
 
 
 def subprocess_env(folder) -> dict:
-  """The environment of a `python -m spos_jax.main` child: CPU, the session's
+  """The environment of a `python -m spos_jax.main` child: CPU, the test run's
   compilation cache (or its own under folder)."""
   cache = jax.config.jax_compilation_cache_dir or str(folder / 'xla-cache')
   return {**os.environ,
@@ -433,19 +433,19 @@ def subprocess_env(folder) -> dict:
 
 
 def signalled_main(command, env, log_path, wait_for: str, signals, *, delay_s: float = 0.0,
-                   timeout_s: float = 300):
+                   limit_s: float = 300):
   """Run command until its output holds wait_for, then send signals (0.2 s apart) after
   delay_s; (exit status, output, seconds from the last signal to the exit)."""
   with open(log_path, 'w') as log:
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-      deadline = time.time() + timeout_s
+      deadline = time.time() + limit_s
       while wait_for not in read(log_path):
         if process.poll() is not None:
           pytest.fail(f'main ended (status {process.returncode}) before {wait_for!r}:\n'
                       f'{read(log_path)[-3000:]}')
         if time.time() > deadline:
-          pytest.fail(f'no {wait_for!r} after {timeout_s} s:\n{read(log_path)[-3000:]}')
+          pytest.fail(f'no {wait_for!r} after {limit_s} s:\n{read(log_path)[-3000:]}')
         time.sleep(0.02)
       time.sleep(delay_s)
       for i, signum in enumerate(signals):
@@ -453,7 +453,7 @@ def signalled_main(command, env, log_path, wait_for: str, signals, *, delay_s: f
           time.sleep(0.2)  # a signal sent while the same one is pending would merge with it
         process.send_signal(signum)
       sent = time.time()
-      status = process.wait(timeout=timeout_s)
+      status = process.wait(timeout=limit_s)
       return status, read(log_path), time.time() - sent
     finally:
       if process.poll() is None:

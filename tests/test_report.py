@@ -358,7 +358,7 @@ def test_unknown_root_exits_nonzero_without_traceback(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Friction of a first report (issue 12), single runs, proxies
+# Friction of a first report, single runs, proxies
 
 
 def write_sweep_record(folder, *figures):

@@ -24,13 +24,16 @@ from spos_jax import config as config_lib
 from spos_jax import metrics
 from spos_jax import results
 from spos_jax import run as run_lib
+from spos_jax import trajectory
 from spos_jax import workdir
 from spos_jax.report import claims
 from spos_jax.report import reproduction_page
 from spos_jax.report import stats
 
+from conftest import NB201_TABLE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TABLE = os.path.join(REPO, '..', 'shared', 'data', 'nb201', 'nb201_table.csv')
+TABLE = str(NB201_TABLE)
 PAGE = os.path.join(REPO, 'REPRODUCTION.md')
 SEEDS = (0, 1, 2)
 TOP_NS = (10, 25, 50, 100)
@@ -83,10 +86,8 @@ NOT_PAPER = {
 
 
 @pytest.fixture(scope='module')
-def bench():
-  if not os.path.exists(TABLE):
-    pytest.skip(f'no NB201 table at {TABLE}')
-  return bench_lib.load_bench(TABLE)
+def bench(nb201_table):
+  return bench_lib.load_bench(str(nb201_table))
 
 
 def run_config(name, design, seeds=SEEDS, **fields):
@@ -178,8 +179,8 @@ def sweep_runs(path):
 
 
 def script_sweep_of(name):
-  """The sweep file launch/reproduce_on_device.sh launches a run from."""
-  script = os.path.join(REPO, 'launch', 'reproduce_on_device.sh')
+  """The sweep file launch/reproduce_queue.sh launches a run from."""
+  script = os.path.join(REPO, 'launch', 'reproduce_queue.sh')
   command = f'eval "$(sed -n "/^sweep_of()/,/^}}/p" {script})"; sweep_of {name}'
   return subprocess.run(['bash', '-c', command], capture_output=True, text=True,
                         check=True).stdout.strip()
@@ -342,6 +343,33 @@ def test_page_is_regenerated_in_place(bench, paper_root, tmp_path):
   assert page.read_text() == text  # regenerating changes nothing
 
 
+def test_the_cpu_scale_is_judged_apart_with_its_trajectory(paper_root, tmp_path):
+  """CPU-scale runs fill the cpu_ sections and their column of the verdicts; the paper
+  scale, without runs, stays 'not yet run': no claim mixes the two."""
+  empty = tmp_path / 'paper'
+  empty.mkdir()
+  cpu_root = str(tmp_path / 'cpu')
+  shutil.copytree(paper_root, cpu_root)
+  with open(os.path.join(cpu_root, 's-all', 'trajectory.csv'), 'w') as f:
+    f.write(','.join(trajectory.COLUMNS) + '\n')
+    for epoch, tau in ((1, 0.1), (2, 0.3), (3, 0.35)):
+      for seed in SEEDS:
+        f.write(f'{epoch}.0000,{epoch * 10},{seed},sample,40,{tau + 0.01 * seed:.6f},'
+                f'0.5,,,20.0\n')
+  page = tmp_path / 'REPRODUCTION.md'
+  shutil.copy(PAGE, page)
+  cpu = reproduction_page.cpu_scale(cpu_root, str(tmp_path / 'cpu_figures'))
+  found = reproduction_page.write_page(str(empty), str(page), str(tmp_path / 'figures'), cpu)
+  text = page.read_text()
+  assert [f.verdict for f in found] == ['not yet run'] * 8
+  assert '| F2 | Zero masked: τa = -1; Pool masked: τa = -1. | **not yet run** | **holds** |' in text
+  assert outside_markers(text) == outside_markers(open(PAGE).read())
+  assert ('| `s-all` | sample (40 archs) | 1: +0.110, 2: +0.310, 3: +0.360 | +0.050 | – |'
+          in text)
+  assert (tmp_path / 'cpu_figures' / 'trajectory.png').is_file()
+  assert (tmp_path / 'cpu_figures' / 'fig4_accuracy_tau.png').is_file()
+
+
 def test_page_without_its_markers_is_refused(tmp_path):
   page = tmp_path / 'page.md'
   page.write_text('# a page\n<!-- generated:runs -->\n<!-- end generated:runs -->\n')
@@ -363,13 +391,17 @@ def test_committed_page_matches_the_committed_results(tmp_path):
   page = tmp_path / 'REPRODUCTION.md'
   shutil.copy(PAGE, page)
   figures = tmp_path / 'results' / 'paper' / 'figures'  # same relative links as the repo's
-  reproduction_page.write_page(os.path.join(REPO, 'results', 'paper'), str(page), str(figures))
+  cpu = reproduction_page.cpu_scale(os.path.join(REPO, 'results', 'cpu'),
+                                    str(tmp_path / 'results' / 'cpu' / 'figures'))
+  reproduction_page.write_page(os.path.join(REPO, 'results', 'paper'), str(page), str(figures),
+                               cpu)
   regenerated, committed = page.read_text(), open(PAGE).read()
   diff = ''.join(difflib.unified_diff(committed.splitlines(True), regenerated.splitlines(True),
                                       'REPRODUCTION.md', 'regenerated', n=1))
   assert page.read_bytes() == open(PAGE, 'rb').read(), (
-      'REPRODUCTION.md differs from what results/paper gives; run `python -m '
-      f'spos_jax.reproduction --root=results/paper --page=REPRODUCTION.md`:\n{diff}')
+      'REPRODUCTION.md differs from what results/paper and results/cpu give; run `python -m '
+      f'spos_jax.reproduction --root=results/paper --cpu_root=results/cpu '
+      f'--page=REPRODUCTION.md`:\n{diff}')
 
 
 # ---------------------------------------------------------------------------
@@ -383,8 +415,8 @@ def run_script(tmp_path, *args, **env):
     (data / name).touch()
   environment = dict(os.environ, WORK=str(tmp_path / 'work'), WHEELS=str(tmp_path / 'none'),
                      **env)
-  return subprocess.run(['bash', os.path.join(REPO, 'launch', 'reproduce_on_device.sh'),
-                         str(tmp_path / 'out'), str(data), *args],
+  return subprocess.run(['bash', os.path.join(REPO, 'launch', 'reproduce_queue.sh'),
+                         str(tmp_path / 'out'), '450', str(data), *args],
                         capture_output=True, text=True, env=environment, timeout=120)
 
 

@@ -497,7 +497,7 @@ def test_metrics_json_kendall_tau_recomputes_from_predictions(run):
 
 
 def _evaluate_cli(*args):
-  """python -m spos_jax.evaluate ARGS, sharing this session's compilation cache."""
+  """python -m spos_jax.evaluate ARGS, sharing this test run's compilation cache."""
   env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''))
   cache = jax.config.jax_compilation_cache_dir
   if cache:

@@ -2,7 +2,13 @@
 whole-space numbers against outside anchors.
 
   python -m spos_jax.reproduction --root=results/paper --page=REPRODUCTION.md \\
-      [--figures=results/paper/figures]
+      [--figures=results/paper/figures] [--cpu_root=results/cpu]
+
+The page judges the claims at two scales, each from its own folder of runs and never
+comparing runs across them: the paper's networks (--root, sections `runs`, `claims`,
+`figure4`, `full_space`) and the CPU scale (--cpu_root, configs/cpu_small.py and
+cpu_medium.py; the same sections prefixed `cpu_`, plus `cpu_trajectory`), with the
+verdicts of both side by side in `verdicts`.
 
 ROOT holds one folder per run of the queue (claims.QUEUE), named as the sweep
 launcher names them (launch/grid.py), each with config.json, run_info.json and
@@ -19,6 +25,8 @@ are PNGs with stable bytes (figures.save), so that they can be committed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import os
 import re
 import sys
@@ -34,7 +42,27 @@ from spos_jax.report import runs as runs_lib
 from spos_jax.report import stats
 
 FIGURES_DIR = os.path.join('results', 'paper', 'figures')
+CPU_ROOT = os.path.join('results', 'cpu')
 FIGURE_DPI = 110
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+  """One scale of the page: its runs' folder, its figures and its markers' prefix."""
+  title: str  # 'paper scale', 'CPU scale'
+  label: str  # the root as the page names it ('results/paper')
+  root: str
+  figures: str
+  prefix: str  # of its sections' marker names: '' or 'cpu_'
+
+
+def paper_scale(root: str, figures_dir: str) -> Scale:
+  return Scale('paper scale', 'results/paper', root, figures_dir, '')
+
+
+def cpu_scale(root: str, figures_dir: str | None = None) -> Scale:
+  return Scale('CPU scale', 'results/cpu', root,
+               figures_dir or os.path.join(root, 'figures'), 'cpu_')
 
 
 # ---------------------------------------------------------------------------
@@ -142,7 +170,8 @@ def runs_section(evidence: claims.Evidence) -> list[str]:
   return lines
 
 
-def claims_section(evidence: claims.Evidence, found: Sequence[claims.Finding]) -> list[str]:
+def claims_section(evidence: claims.Evidence, found: Sequence[claims.Finding],
+                   label: str = 'results/paper') -> list[str]:
   counts = {v: sum(f.verdict == v for f in found) for v in claims.VERDICTS}
   lines = [', '.join(f'{counts[v]} {v}' for v in claims.VERDICTS) + '.', '']
   runs = list(evidence.runs.values())
@@ -150,7 +179,7 @@ def claims_section(evidence: claims.Evidence, found: Sequence[claims.Finding]) -
     lines += (['Settings of the runs these verdicts read:', ''] + claims.settings_lines(runs)
               + [''])
   else:
-    lines += ['No run of the queue has results under `results/paper/` yet, so no claim '
+    lines += [f'No run of the queue has results under `{label}/` yet, so no claim '
               'can be checked: every verdict is "not yet run" and no number is shown.', '']
   lines += ['| id | paper | rule (holds when) | ours (mean ± std over seeds) | verdict |',
             '|---|---|---|---|---|']
@@ -196,17 +225,72 @@ def full_space_section(evidence: claims.Evidence, page_dir: str, figures_dir: st
                         'anchors')]
 
 
+def _last_change(series: stats.Series) -> float:
+  """The change of the seed-mean over the last evaluation interval (NaN with one)."""
+  finite = series.mean[np.isfinite(series.mean)]
+  return float(finite[-1] - finite[-2]) if len(finite) >= 2 else math.nan
+
+
+def trajectory_section(evidence: claims.Evidence, page_dir: str,
+                       figures_dir: str) -> list[str]:
+  """Kendall tau of each run's trajectory (trajectory.csv) per evaluation epoch, its
+  change over the last interval, and the figure."""
+  pairs = []
+  for name in claims.QUEUE:
+    run = evidence.runs.get(name)
+    trajectory = runs_lib.read_trajectory(run.folder) if run else None
+    if trajectory is not None:
+      pairs.append((run, trajectory))
+  if not pairs:
+    return ['No run of the queue recorded a ranking trajectory.']
+  lines = ['| run | group | Kendall tau at epoch (mean over seeds) | change over the last '
+           'interval | τa at epoch |', '|---|---|---|---|---|']
+  for run, trajectory in pairs:
+    tau = stats.trajectory_series(trajectory, 'kendall_tau')
+    tau_a = stats.trajectory_series(trajectory, 'tau_a')
+    if tau is None:
+      continue
+    points = ', '.join(f'{e:g}: {claims.fmt(m, None, digits=3)}'
+                       for e, m in zip(tau.epochs, tau.mean))
+    tau_a_points = ', '.join(f'{e:g}: {claims.fmt(m, None, digits=2)}'
+                             for e, m in zip(tau_a.epochs, tau_a.mean)
+                             ) if tau_a and np.isfinite(tau_a.mean).any() else ''
+    lines.append(f'| `{run.name}` | {tau.group} ({int(np.nanmax(trajectory.values["n"]))} '
+                 f'archs) | {points} | {claims.fmt(_last_change(tau), None, digits=3)} | '
+                 f'{tau_a_points or claims.MISSING} |')
+  path = _save_png(figures.trajectory_figure(pairs, 'Queue'), figures_dir, 'trajectory')
+  return lines + ['', _link(path, page_dir, 'Kendall tau, Spearman and τa during training')]
+
+
+def verdicts_section(found_by_scale: dict[str, Sequence[claims.Finding]]) -> list[str]:
+  """One row per claim: its verdict at each scale."""
+  titles = list(found_by_scale)
+  lines = ['| id | paper | ' + ' | '.join(titles) + ' |',
+           '|---|---|' + '---|' * len(titles)]
+  for i, claim in enumerate(claims.CLAIMS):
+    verdicts = [found_by_scale[t][i].verdict for t in titles]
+    lines.append(f'| {claim.id} | {claim.paper} | ' + ' | '.join(f'**{v}**' for v in verdicts)
+                 + ' |')
+  return lines
+
+
 SECTIONS = ('runs', 'claims', 'figure4', 'full_space')
 
 
-def generated_sections(evidence: claims.Evidence, page_dir: str, figures_dir: str) -> dict:
+def generated_sections(evidence: claims.Evidence, page_dir: str, figures_dir: str,
+                       scale: Scale | None = None) -> dict:
+  """The sections of one scale, keyed by their marker names."""
+  scale = scale or paper_scale('', figures_dir)
   found = claims.findings(evidence)
-  return {
+  sections = {
       'runs': runs_section(evidence),
-      'claims': claims_section(evidence, found),
+      'claims': claims_section(evidence, found, scale.label),
       'figure4': figure4_section(evidence, page_dir, figures_dir),
       'full_space': full_space_section(evidence, page_dir, figures_dir),
   }
+  if scale.prefix:  # the trajectory is recorded by the CPU-scale configs
+    sections['trajectory'] = trajectory_section(evidence, page_dir, figures_dir)
+  return {scale.prefix + name: lines for name, lines in sections.items()}
 
 
 def _marker_pattern(name: str) -> re.Pattern:
@@ -228,22 +312,32 @@ def fill(page: str, sections: dict[str, list[str]]) -> str:
   return page
 
 
-def write_page(root: str, page_path: str, figures_dir: str) -> list[claims.Finding]:
-  """Regenerate the page's marked parts (and its figures) from the runs under root."""
+def write_page(root: str, page_path: str, figures_dir: str,
+               cpu: Scale | None = None) -> list[claims.Finding]:
+  """Regenerate the page's marked parts (and its figures) from the runs under root
+  and, with `cpu`, those of the CPU scale and the side-by-side verdicts; returns the
+  findings of root."""
   try:
     with open(page_path, encoding='utf-8') as f:
       page = f.read()
   except OSError as e:
     raise claims.ReproductionError(
         f'--page={page_path}: cannot read ({e.strerror})') from None
-  evidence = claims.gather(root)
   page_dir = os.path.dirname(os.path.abspath(page_path))
+  evidence = claims.gather(root)
   sections = generated_sections(evidence, page_dir, os.path.abspath(figures_dir))
+  found = claims.findings(evidence)
+  if cpu is not None:
+    cpu_evidence = claims.gather(cpu.root)
+    sections.update(generated_sections(cpu_evidence, page_dir, os.path.abspath(cpu.figures),
+                                       cpu))
+    sections['verdicts'] = verdicts_section({
+        'paper scale': found, 'CPU scale': claims.findings(cpu_evidence)})
   updated = fill(page, sections)
   if updated != page:
     with open(page_path, 'w', encoding='utf-8') as f:
       f.write(updated)
-  return claims.findings(evidence)
+  return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,13 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--page', default='REPRODUCTION.md', help='page to regenerate')
   parser.add_argument('--figures', default=FIGURES_DIR,
                       help=f'folder of the page\'s figures (default: {FIGURES_DIR})')
+  parser.add_argument('--cpu_root', default=CPU_ROOT,
+                      help=f'folder of the CPU-scale run folders (default: {CPU_ROOT}); '
+                           f'\'\' leaves the CPU-scale sections as they are')
+  parser.add_argument('--cpu_figures', default='',
+                      help='folder of the CPU-scale figures (default: CPU_ROOT/figures)')
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
-    found = write_page(args.root, args.page, args.figures)
+    cpu = cpu_scale(args.cpu_root, args.cpu_figures or None) if args.cpu_root else None
+    found = write_page(args.root, args.page, args.figures, cpu)
   except claims.ReproductionError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
