@@ -77,7 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
   # 'sum' (the paper) one step on the sum of the |O| micro-batch gradients, as the cell
   # ops; 'mean' the same step on their mean; 'every_micro_step' a step after each
   # micro-batch, the cell ops still once per group on the sum
-  c.train.shared_layers = 'sum'
+  c.train.shared_layers = 'sum'  # 'sum' (the paper), 'mean' or 'every_micro_step'
   c.train.precision = 'bf16'  # 'bf16' compute (fp32 params, fp32 BN stats) or 'fp32'
   c.train.steps_per_dispatch = 10  # optimizer steps per jitted call
   c.train.log_every_steps = 50

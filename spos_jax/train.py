@@ -296,6 +296,8 @@ def fair_group_step(config, model, tx, state: TrainState, data,
 
 
 def unroll_micro_steps() -> bool:
+  """Whether shared_micro_group_step unrolls its scan: on the CPU, where XLA runs
+  convolutions inside loops many times slower (BUILD.md has the measured cost)."""
   return jax.default_backend() == 'cpu'
 
 
@@ -309,9 +311,10 @@ def shared_micro_group_step(config, model, tx: SharedLayerOptimizer, state: Trai
   gradient. After the group the cell ops take one tx.cells step on the sum of the
   |O| gradients, their strictly fair update. Each micro-batch needs the shared layers
   its predecessor wrote, so the micro-steps are a lax.scan over the group: one
-  member's graph to compile (unrolled, the |O| copies compiled several times longer
-  on CPU, BUILD.md). Under vmap over seeds nn.switch becomes a select that runs
-  every allowed op, as for uniform sampling.
+  member's graph to compile. On the CPU the scan is unrolled (unroll_micro_steps):
+  |O| copies compile several times longer but run many times faster there. Under
+  vmap over seeds nn.switch becomes a select that runs every allowed op, as for
+  uniform sampling.
   """
   images, labels, paths, aug_keys = group_inputs(config, data, state.seed, state.step)
   images = sharding.split_batch(images, mesh, batch_axis=1)

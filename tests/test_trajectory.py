@@ -159,3 +159,34 @@ def test_off_writes_nothing(tmp_path):
   run_lib.train_and_evaluate(run_config(**{'eval.every_epochs': 0}), workdir)
   assert not os.path.exists(os.path.join(workdir, trajectory.TRAJECTORY_FILE))
   assert not os.path.exists(os.path.join(workdir, trajectory.TRAJECTORY_DIR))
+
+
+COMMITTED_CPU_RUNS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  'results', 'cpu')
+
+
+def _committed_trajectories():
+  if not os.path.isdir(COMMITTED_CPU_RUNS):
+    return []
+  return sorted(os.path.join(COMMITTED_CPU_RUNS, name) for name in os.listdir(COMMITTED_CPU_RUNS)
+                if os.path.exists(os.path.join(COMMITTED_CPU_RUNS, name,
+                                               trajectory.TRAJECTORY_FILE)))
+
+
+@pytest.mark.parametrize('run', _committed_trajectories() or [None])
+def test_committed_trajectories_are_recomputed_from_their_files(run):
+  """Every committed CPU-scale trajectory (real CIFAR-10) agrees with its per-arch files."""
+  if run is None:
+    pytest.skip('no committed run with a trajectory under results/cpu/')
+  rows = _read_csv(os.path.join(run, trajectory.TRAJECTORY_FILE))
+  assert rows
+  for step in sorted({int(r['step']) for r in rows}):
+    arch_rows = _read_csv(trajectory.file_of_step(run, step))
+    for r in (r for r in rows if int(r['step']) == step and r['group'] == 'sample'):
+      mine = [a for a in arch_rows if a['seed'] == r['seed']]
+      pred = np.array([float(a['supernet_acc']) for a in mine])
+      truth = np.array([float(a['bench_acc']) for a in mine])
+      assert int(r['n']) == len(mine)
+      assert float(r['kendall_tau']) == pytest.approx(metrics.kendall_tau(pred, truth), abs=1e-6)
+      assert float(r['spearman']) == pytest.approx(metrics.spearman(pred, truth), abs=1e-6)
+      assert float(r['mean_supernet_acc']) == pytest.approx(pred.mean(), abs=1e-4)

@@ -250,9 +250,9 @@ def trajectory_section(evidence: claims.Evidence, page_dir: str,
     tau_a = stats.trajectory_series(trajectory, 'tau_a')
     if tau is None:
       continue
-    points = ', '.join(f'{e:g}: {claims.fmt(m, None, digits=3)}'
+    points = ', '.join(f'{e:.3g}: {claims.fmt(m, None, digits=3)}'
                        for e, m in zip(tau.epochs, tau.mean))
-    tau_a_points = ', '.join(f'{e:g}: {claims.fmt(m, None, digits=2)}'
+    tau_a_points = ', '.join(f'{e:.3g}: {claims.fmt(m, None, digits=2)}'
                              for e, m in zip(tau_a.epochs, tau_a.mean)
                              ) if tau_a and np.isfinite(tau_a.mean).any() else ''
     lines.append(f'| `{run.name}` | {tau.group} ({int(np.nanmax(trajectory.values["n"]))} '
