@@ -427,29 +427,48 @@ def gradient_coherence(member_grads) -> dict[str, jax.Array]:
   return out
 
 
+def compile_gradient_probe(config, model, states, data) -> Callable | None:
+  """jit(states, data) -> gradient_coherence of every seed's member gradients, compiled.
+
+  The seeds together (vmap) when XLA's estimate fits the device, else one after
+  another (compile_fitting); None, with a warning, where even one seed would not fit:
+  the probe is instrumentation and never stops a run.
+  """
+  def make(seeds_in_parallel):
+    def one_seed(state, data):
+      return gradient_coherence(member_gradients(config, model, state, data))
+    return jax.jit(over_seeds(one_seed, seeds_in_parallel))
+  what = f'comparing the member gradients of {len(config.seeds)} seeds'
+  try:
+    return compile_fitting(make, states, data, what, len(config.seeds))[0]
+  except memory.DeviceMemoryError as e:
+    logging.warning('%s; the run goes on without the shared_grads/ scalars', e)
+    return None
+
+
 def with_gradient_probe(config, model, train_chunk: Callable, num_steps: int) -> Callable:
   """train_chunk, which also measures gradient_coherence at probe_steps.
 
   A chunk that starts at or just before a probe step first measures the group of
   the step it starts at, on the states before it donates them; its metrics get
   'shared_grads/<layer>/<measure>' [steps, seeds], NaN but in the first row. Strictly
-  fair runs only: uniform sampling's group has one member.
+  fair runs only: uniform sampling's group has one member. The probe compiles at
+  its first use.
   """
   if config_lib.group_size(config) < 2:
     return train_chunk
   due = probe_steps(num_steps)
   chunk = min(config.train.steps_per_dispatch, num_steps)
-
-  @jax.jit
-  def probe(states, data):  # seeds one after another: |O| backward passes of one seed
-    return jax.lax.map(
-        lambda state: gradient_coherence(member_gradients(config, model, state, data)), states)
+  probe = []  # [compiled or None] once compiled
 
   def run(states, data):
     start = step_of(states)
     measured = None
     if any(start <= s < start + chunk for s in due):
-      measured = jax.device_get(probe(states, data))
+      if not probe:
+        probe.append(compile_gradient_probe(config, model, states, data))
+      if probe[0] is not None:
+        measured = jax.device_get(probe[0](states, data))
     states, metrics = train_chunk(states, data)
     if measured is not None:
       rows = np.shape(metrics['valid'])[0]
