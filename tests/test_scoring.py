@@ -463,7 +463,7 @@ def test_main_job_writes_metrics(run):
   assert saved['bench']['sha256'] == hashlib.sha256(TABLE.read_bytes()).hexdigest()
   assert saved['bench']['metric'] == 'cifar10_test'
   assert saved['bench']['archs_in_subset'] == space.NUM_ARCHS
-  assert saved['config'] == config_lib.flatten(config)
+  assert saved['config'] == config_lib.flatten(config_lib.resolved(config))  # 'auto' resolved
   assert saved['seeds'] == [0, 1]
 
 
