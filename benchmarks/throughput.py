@@ -1,16 +1,20 @@
 """Throughput of training and arch scoring, fast path vs reference, one JSON line each.
 
-python benchmarks/throughput.py --size=small [--seeds=5] [--seed_modes=parallel,sequential,single]
+python benchmarks/throughput.py --size=small [--seeds=5] [--seed_modes=parallel,sequential,unrolled,single]
 
 Synthetic data (45k train / 5k val images on the device). Measurements:
   train/fast       whole strictly fair groups in one graph (train.make_train_chunk),
                    one row per --seed_modes entry: `parallel` (the --seeds seeds
                    vmapped), `sequential` (the same seeds one after another inside the
-                   step, lax.map), `single` (one seed)
+                   step, lax.map), `unrolled` (one after another, each seed's step
+                   written out: config train.seed_loop='unrolled'), `single` (one seed)
   train/reference  |O| single-path micro-steps (nn.switch) under optax.MultiSteps,
                    scanned in one dispatch per group
   eval/fast        coset-batched scoring (scoring.score_archs), 5000 images per arch
   eval/reference   one arch at a time, single-path forward
+  eval/sparse      random archs (as the top-N and random groups are), once per
+                   eval.packing: fair groups (packing leaves slots empty) and single
+                   paths; only with --only=...,eval_sparse (--eval_archs archs)
 images_per_s counts the images of all seeds. train/fast and eval/fast time jax's
 stages separately: trace_s (Python tracing to a jaxpr), lower_s (to StableHLO),
 compile_s (XLA; from the persistent cache with --compilation_cache); for the other
@@ -45,7 +49,7 @@ from spos_jax import train  # pylint: disable=g-import-not-at-top
 # (channels, cells per stage); 'micro' is the CI smoke size.
 SIZES = {'micro': (4, 1), 'tiny': (8, 1), 'small': (32, 2), 'medium': (64, 4), 'wide': (96, 2),
          'cpu_small': (8, 1), 'cpu_medium': (16, 2)}
-SEED_MODES = ('parallel', 'sequential', 'single')
+SEED_MODES = ('parallel', 'sequential', 'unrolled', 'single')
 
 
 def add_size_flags(p: argparse.ArgumentParser) -> None:
@@ -65,8 +69,9 @@ def add_size_flags(p: argparse.ArgumentParser) -> None:
                  help='persistent XLA compilation cache folder (as spos_jax.main takes it)')
 
 
-def bench_config(args, seeds: int | None = None):
+def bench_config(args, seeds: int | None = None, seed_loop: str = 'vmap'):
   c = config_lib.base_config()
+  c.train.seed_loop = seed_loop
   c.model.channels, c.model.cells_per_stage = SIZES[args.size]
   c.seeds = tuple(range(args.seeds if seeds is None else seeds))
   c.model.scan_cells = args.scan_cells
@@ -180,7 +185,7 @@ def measure_train_fast(c, data, base, min_seconds, seed_mode: str):
   _, per_call = steady_seconds(run, states, data, min_seconds)
   images = len(c.seeds) * config_lib.group_size(c) * c.train.batch_size * chunk
   emit(dict(base, seeds=len(c.seeds), benchmark='train', path='fast', seed_mode=seed_mode,
-            steps_per_dispatch=chunk, seeds_in_parallel=parallel,
+            steps_per_dispatch=chunk, seeds_in_parallel=parallel and seed_mode != 'unrolled',
             images_per_s=round(images / per_call, 1), **stages,
             peak_memory_gb=peak_memory_gb()))
 
@@ -232,6 +237,27 @@ def measure_eval(c, data, base, fast: bool, num_archs: int):
             **stages, peak_memory_gb=peak_memory_gb()))
 
 
+def measure_eval_sparse(c, data, base, num_archs: int):
+  """scoring.score_archs on random archs, each eval.packing on the same archs."""
+  model = train.create_model(c)
+  tx = train.create_optimizer(c, data.num_train)
+  params, batch_stats = scoring.seed_variables(train.init_states(model, tx, (0,)), 0)
+  rng = np.random.default_rng(0)
+  archs = space.all_archs()[rng.choice(space.NUM_ARCHS, num_archs, replace=False)]
+  for packing in config_lib.EVAL_PACKINGS:
+    c_packing = c.copy_and_resolve_references()
+    c_packing.eval.packing = packing
+    score = lambda a, c_packing=c_packing: scoring.score_archs(c_packing, model, params,
+                                                                batch_stats, a, data)
+    _, first = timed(lambda: score(archs[:5 * c.eval.groups_per_call]))
+    _, elapsed = timed(lambda: score(archs))
+    emit(dict(base, seeds=1, benchmark='eval', path='sparse', packing=packing,
+              archs=len(archs), val_images=data.num_val, eval_batch_size=c.eval.batch_size,
+              groups_per_call=c.eval.groups_per_call,
+              archs_per_s=round(len(archs) / elapsed, 2), first_call_s=round(first, 2),
+              peak_memory_gb=peak_memory_gb()))
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   add_size_flags(p)
@@ -256,14 +282,17 @@ def main():
   wanted = set(args.only.split(','))
   if 'train_fast' in wanted:
     for mode in seed_modes:
-      measure_train_fast(bench_config(args, 1 if mode == 'single' else None), data, base,
-                         args.min_seconds, mode)
+      c_mode = bench_config(args, 1 if mode == 'single' else None,
+                            'unrolled' if mode == 'unrolled' else 'vmap')
+      measure_train_fast(c_mode, data, base, args.min_seconds, mode)
   if 'train_reference' in wanted:
     measure_train_reference(c, data, base, args.min_seconds)
   if 'eval_fast' in wanted:
     measure_eval(c, data, base, True, args.eval_archs)
   if 'eval_reference' in wanted:
     measure_eval(c, data, base, False, args.reference_eval_archs)
+  if 'eval_sparse' in wanted:
+    measure_eval_sparse(c, data, base, args.eval_archs)
 
 
 if __name__ == '__main__':

@@ -23,12 +23,14 @@ METHODS = ('supernet', 'proxies')
 # train.shared_layers: how the layers every path uses (train.SHARED_LAYERS) take the
 # |O| micro-batch gradients of a strictly fair step.
 SHARED_LAYER_MODES = ('sum', 'mean', 'every_micro_step')
+SEED_LOOPS = ('vmap', 'unrolled')  # train.seed_loop
+EVAL_PACKINGS = ('fair_groups', 'single_path')  # eval.packing
 PROXY_NAMES = ('synflow', 'jacob_cov', 'snip', 'grad_norm')  # proxies.py computes them
 
 # Keys that do not change what a run computes; a resumed run may differ in them.
 RESUMABLE_KEYS = (
     'train.log_every_steps', 'train.checkpoint_every_steps', 'train.keep_checkpoints',
-    'train.steps_per_dispatch', 'data.path', 'data.tfds_data_dir', 'data.cache_dir',
+    'train.steps_per_dispatch', 'train.seed_loop', 'data.path', 'data.tfds_data_dir', 'data.cache_dir',
     'proxies.archs_per_call',
     'eval.', 'bench.',
 )
@@ -80,6 +82,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.shared_layers = 'sum'  # 'sum' (the paper), 'mean' or 'every_micro_step'
   c.train.precision = 'bf16'  # 'bf16' compute (fp32 params, fp32 BN stats) or 'fp32'
   c.train.steps_per_dispatch = 10  # optimizer steps per jitted call
+  # How one program steps the seeds: 'vmap' together (one after another, lax.map, when
+  # XLA's estimate is over the memory) or 'unrolled', each seed's step written out one
+  # after another: XLA:CPU runs vmapped convolutions and loops slowly, so CPU configs unroll
+  c.train.seed_loop = 'vmap'
   c.train.log_every_steps = 50
   c.train.checkpoint_every_steps = 1000
   c.train.keep_checkpoints = 3
@@ -102,6 +108,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.recalibrate_batches = 10  # training batches per arch for bn_mode=recalibrate
   c.eval.batch_size = 1000  # validation images per forward (per arch)
   c.eval.groups_per_call = 8  # fair groups of |O| archs scored per jitted call
+  # 'fair_groups' (|O| archs per forward: GPUs) or 'single_path' (one arch per forward:
+  # on a CPU a fair group costs |O| single paths, and random archs fill a third of it)
+  c.eval.packing = 'fair_groups'
   # 'unique': one arch per isomorphism class of the subset, 6466 in the whole space
   # (bench.unique_classes, space.cell_expression)
   c.eval.scope = 'groups'  # 'groups' (top-N + random, the paper), 'all' (whole subset) or 'unique'
@@ -334,6 +343,7 @@ def validate(config) -> None:
   _check_shared_layers(config)
   _check_choice('train.precision', t.precision, PRECISIONS)
   _check_int('train.steps_per_dispatch', t.steps_per_dispatch, 1)
+  _check_choice('train.seed_loop', t.seed_loop, SEED_LOOPS)
   _check_int('train.log_every_steps', t.log_every_steps, 1)
   _check_int('train.checkpoint_every_steps', t.checkpoint_every_steps, 1)
   _check_int('train.keep_checkpoints', t.keep_checkpoints, 1)
@@ -347,6 +357,7 @@ def validate(config) -> None:
   _check_int('eval.recalibrate_batches', e.recalibrate_batches, 1)
   _check_int('eval.batch_size', e.batch_size, 1)
   _check_int('eval.groups_per_call', e.groups_per_call, 1)
+  _check_choice('eval.packing', e.packing, EVAL_PACKINGS)
   _check_choice('eval.scope', e.scope, EVAL_SCOPES)
   _check_average_checkpoints(config)
   top_ns = _int_tuple('eval.top_ns', e.top_ns, 1)
@@ -387,6 +398,11 @@ def flatten(config) -> dict:
   return out
 
 
+def is_resumable_key(key: str) -> bool:
+  """Whether a flattened key is one of RESUMABLE_KEYS (an entry ending in '.' is a group)."""
+  return any(key == r or (r.endswith('.') and key.startswith(r)) for r in RESUMABLE_KEYS)
+
+
 def differing_keys(saved: dict, current: dict) -> list[str]:
   """Flattened keys whose values differ between two configs, ignoring RESUMABLE_KEYS.
 
@@ -397,8 +413,7 @@ def differing_keys(saved: dict, current: dict) -> list[str]:
   current = _with_resolved_source(current)
   keys = sorted(set(saved) | set(current))
   return [k for k in keys
-          if not any(k == r or (r.endswith('.') and k.startswith(r)) for r in RESUMABLE_KEYS)
-          and saved.get(k, '<missing>') != current.get(k, '<missing>')]
+          if not is_resumable_key(k) and saved.get(k, '<missing>') != current.get(k, '<missing>')]
 
 
 def _with_resolved_source(flat: dict) -> dict:

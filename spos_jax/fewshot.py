@@ -224,7 +224,8 @@ def make_train_chunk(config, model, tx, num_steps: int, chunk: int, *,
       return jax.vmap(step, in_axes=(0, None, 0))(sub_states, data, subs)
     return jax.lax.map(lambda args: step(args[0], data, args[1]), (sub_states, subs))
 
-  return train.chunked(train.over_seeds(one_seed, seeds_in_parallel), num_steps, chunk)
+  return train.chunked(train.over_seeds(one_seed, seeds_in_parallel, config.train.seed_loop),
+                       num_steps, chunk)
 
 
 def sub_network_of(config, archs: np.ndarray) -> np.ndarray:

@@ -129,7 +129,7 @@ def _check_space_for_results(config, workdir: str, num_rows: int) -> None:
 
 
 def _scoring_progress(seed, seed_index: int, num_seeds: int, start: float,
-                      unit: str = 'fair groups'):
+                      unit: str):
   """A score_archs report callback (scoring.py, proxies.py: done and total in `unit`):
   a log line with the share done and an ETA."""
   def report(done: int, total: int) -> None:
@@ -139,6 +139,11 @@ def _scoring_progress(seed, seed_index: int, num_seeds: int, start: float,
     logging.info('scoring seed %s: %d/%d %s, %.0f%% of all seeds, ETA %s', seed,
                  done, total, unit, 100 * fraction, train_lib.format_eta(eta))
   return report
+
+
+def _scoring_unit(config) -> str:
+  """What one scoring call of eval.packing scores, for the progress line."""
+  return 'archs' if config.eval.packing == 'single_path' else 'calls of fair groups'
 
 
 def _write_results(workdir: str, folder: str, config, bench, rows, groups, scores, rate,
@@ -195,7 +200,8 @@ def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = F
       params, batch_stats = seed_variables(states, i)
       scores[k, i] = score_archs(
           config, model, params, batch_stats, bench.archs[rows], data, recal,
-          report=_scoring_progress(seed, k * len(seeds) + i, len(steps) * len(seeds), start))
+          report=_scoring_progress(seed, k * len(seeds) + i, len(steps) * len(seeds), start,
+                                   _scoring_unit(config)))
       logging.info('seed %d: scored %d archs at step %d', seed, len(rows), scored_step)
   scores = scores.mean(axis=0)  # over checkpoints
   rate = len(steps) * len(seeds) * len(rows) / (time.time() - start)

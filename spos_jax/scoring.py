@@ -7,7 +7,10 @@ packing of the rest), so one fair-group forward (model.py) scores a whole group 
 the same images; `jax.vmap` over a chunk of groups puts thousands of arch-images in
 one call.
 
-Reference: `score_archs_one_by_one` runs each arch alone on the single-path forward.
+Single path (eval.packing='single_path'): each arch alone on the single-path forward,
+one arch per call without a sync between calls; on a CPU the faster choice for archs
+that pack poorly. Reference: `score_archs_one_by_one`, each arch alone, read one by
+one.
 BN modes: 'running' (training's running statistics, the paper), 'batch' (statistics
 of each evaluated batch), 'recalibrate' (per arch, statistics averaged over
 `eval.recalibrate_batches` training batches, then used as running statistics).
@@ -126,43 +129,74 @@ def score_archs(config, model, params, batch_stats, archs: np.ndarray,
                 report=None, report_every_s: float = 30.0) -> np.ndarray:
   """Validation accuracy (%) of each arch [m, 6] with one seed's weights (fast path).
 
-  report(groups_done, groups_total), if given, is called at most every
-  report_every_s seconds, after waiting for the chunks dispatched so far (the only
-  syncs: without it, chunks are dispatched back to back and read once at the end).
-  SIGTERM, SIGUSR1 or Ctrl-C stop it after the current chunk with
+  eval.packing 'fair_groups' scores fair groups, eval.groups_per_call of them per call;
+  'single_path' scores each arch alone on the single-path forward, one arch per call
+  (the faster choice on a CPU for archs that pack poorly: there a fair group costs |O|
+  single paths whether or not its members are wanted, and packing leaves slots empty).
+
+  report(done, total), if given, is called at most every report_every_s seconds with
+  the calls done, after waiting for the calls dispatched so far (the only syncs:
+  without it, calls are dispatched back to back and read once at the end).
+  SIGTERM, SIGUSR1 or Ctrl-C stop it after the current call with
   preemption.Stopped: its caller writes nothing, and the rerun scores again.
   """
-  allowed = config_lib.allowed_ops(config)
   archs, arch_of_row = np.unique(np.asarray(archs, np.int32), axis=0, return_inverse=True)
-  paths, owner = space.pack_fair_groups(archs, allowed)
-  bn_mode = config.eval.bn_mode
-  scorer = make_group_scorer(model, bn_mode)
-  recalibrate = make_group_recalibrator(model) if bn_mode == 'recalibrate' else None
-  chunk = config.eval.groups_per_call
   batches = list(_eval_batches(config, data))
-  counts_per_chunk = []  # on the device until the end: no sync between chunks
+  if config.eval.packing == 'single_path':
+    calls, score_call = _single_path_calls(config, model, params, batch_stats, archs, batches,
+                                           recal_images)
+  else:
+    calls, score_call, owner = _fair_group_calls(config, model, params, batch_stats, archs,
+                                                 batches, recal_images)
+  counts_per_call = []  # on the device until the end: no sync between calls
   last_report = time.monotonic()
   with preemption.PreemptionWatcher(kept=lambda: preemption.SCORE_AGAIN) as watcher:
-    for start in range(0, len(paths), chunk):
-      part = paths[start:start + chunk]
-      # Pad the last chunk so that one compiled shape serves every call.
-      part = jnp.asarray(np.concatenate([part, part[:1].repeat(chunk - len(part), 0)]))
-      stats = batch_stats
-      if recalibrate is not None:
-        stats = recalibrate(params, batch_stats, part, recal_images)
-      counts = 0
-      for x, labels in batches:
-        counts = counts + scorer(params, stats, part, x, labels)
-      counts_per_chunk.append(counts)
+    for done, call in enumerate(calls, 1):
+      counts_per_call.append(score_call(call))
       if report is not None and time.monotonic() - last_report >= report_every_s:
-        counts.block_until_ready()
-        report(min(start + chunk, len(paths)), len(paths))
+        counts_per_call[-1].block_until_ready()
+        report(done, len(calls))
         last_report = time.monotonic()
       watcher.stop_if_requested('scoring')
-  correct = np.concatenate(jax.device_get(counts_per_chunk))[:len(owner)]
-  accuracy = np.zeros(len(archs))
-  accuracy[owner[owner >= 0]] = 100.0 * correct[owner >= 0] / data.num_val
+  if config.eval.packing == 'single_path':
+    correct = np.asarray(jax.device_get(counts_per_call))
+  else:  # slots [groups, |O|] -> archs; padding slots own no arch
+    slots = np.concatenate(jax.device_get(counts_per_call))[:len(owner)]
+    correct = np.zeros(len(archs))
+    correct[owner[owner >= 0]] = slots[owner >= 0]
+  accuracy = 100.0 * correct / data.num_val
   return accuracy[arch_of_row.reshape(-1)]
+
+
+def _fair_group_calls(config, model, params, batch_stats, archs, batches, recal_images):
+  """(chunks of eval.groups_per_call fair groups, chunk -> counts [M, K], slot owners)."""
+  paths, owner = space.pack_fair_groups(archs, config_lib.allowed_ops(config))
+  scorer = make_group_scorer(model, config.eval.bn_mode)
+  recalibrate = (make_group_recalibrator(model) if config.eval.bn_mode == 'recalibrate'
+                 else None)
+  chunk = config.eval.groups_per_call
+  # Pad the last chunk so that one compiled shape serves every call.
+  chunks = [jnp.asarray(np.concatenate([part, part[:1].repeat(chunk - len(part), 0)]))
+            for part in (paths[start:start + chunk] for start in range(0, len(paths), chunk))]
+
+  def score_chunk(part):
+    stats = batch_stats
+    if recalibrate is not None:
+      stats = recalibrate(params, batch_stats, part, recal_images)
+    return sum(scorer(params, stats, part, x, labels) for x, labels in batches)
+  return chunks, score_chunk, owner
+
+
+def _single_path_calls(config, model, params, batch_stats, archs, batches, recal_images):
+  """(one path per arch, path -> correct count)."""
+  recalibrated, correct = _single_path_functions(model, config.eval.bn_mode)
+
+  def score_path(path):
+    stats = batch_stats
+    if config.eval.bn_mode == 'recalibrate':
+      stats = recalibrated(params, batch_stats, path, recal_images)
+    return sum(correct(params, stats, path, x, labels) for x, labels in batches)
+  return [jnp.asarray(arch) for arch in archs], score_path
 
 
 @functools.lru_cache(maxsize=16)

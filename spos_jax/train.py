@@ -437,7 +437,7 @@ def compile_gradient_probe(config, model, states, data) -> Callable | None:
   def make(seeds_in_parallel):
     def one_seed(state, data):
       return gradient_coherence(member_gradients(config, model, state, data))
-    return jax.jit(over_seeds(one_seed, seeds_in_parallel))
+    return jax.jit(over_seeds(one_seed, seeds_in_parallel, config.train.seed_loop))
   what = f'comparing the member gradients of {len(config.seeds)} seeds'
   try:
     return compile_fitting(make, states, data, what, len(config.seeds))[0]
@@ -480,12 +480,26 @@ def with_gradient_probe(config, model, train_chunk: Callable, num_steps: int) ->
   return run
 
 
-def over_seeds(one_seed: Callable, seeds_in_parallel: bool = True) -> Callable:
-  """(states [seeds, ...], data) -> one_seed on every seed: together (vmap) or one
-  after another inside the step (lax.map: the same updates, one seed's memory)."""
+def over_seeds(one_seed: Callable, seeds_in_parallel: bool = True,
+               seed_loop: str = 'vmap') -> Callable:
+  """(states [seeds, ...], data) -> one_seed on every seed.
+
+  seed_loop 'vmap': together (vmap) or, not seeds_in_parallel, one after another inside
+  the step (lax.map: the same updates, one seed's memory). 'unrolled': one after
+  another, each seed's step written out in the program (neither vmap nor a loop, which
+  XLA:CPU both runs slowly: its vmapped convolutions are grouped ones).
+  """
+  if seed_loop == 'unrolled':
+    return functools.partial(_unrolled_over_seeds, one_seed)
   if seeds_in_parallel:
     return jax.vmap(one_seed, in_axes=(0, None))
   return lambda states, data: jax.lax.map(lambda s: one_seed(s, data), states)
+
+
+def _unrolled_over_seeds(one_seed: Callable, states, data):
+  num_seeds = jax.tree.leaves(states)[0].shape[0]
+  outs = [one_seed(jax.tree.map(lambda x, i=i: x[i], states), data) for i in range(num_seeds)]
+  return jax.tree.map(lambda *per_seed: jnp.stack(per_seed), *outs)
 
 
 def chunked(step_fn: Callable, num_steps: int, chunk: int) -> Callable:
@@ -526,7 +540,8 @@ def make_train_chunk(config, model, tx, num_steps: int, chunk: int, mesh=None,
   steps of every seed (`chunked`, `over_seeds`)."""
   def one_seed(state, data):
     return fair_group_step(config, model, tx, state, data, mesh)
-  return chunked(over_seeds(one_seed, seeds_in_parallel), num_steps, chunk)
+  return chunked(over_seeds(one_seed, seeds_in_parallel, config.train.seed_loop), num_steps,
+                 chunk)
 
 
 def compile_fitting(make_chunk: Callable[[bool], Callable], states, data, what: str,

@@ -43,7 +43,8 @@ def _run_throughput(*flags, timeout=SMOKE_LIMIT_S):
 @pytest.mark.slow
 def test_throughput_benchmark_prints_one_json_line_per_measurement():
   result = _run_throughput(
-      '--size=micro', '--seeds=2', '--seed_modes=parallel,sequential,single',
+      '--size=micro', '--seeds=2', '--seed_modes=parallel,sequential,unrolled,single',
+      '--only=train_fast,train_reference,eval_fast,eval_reference,eval_sparse',
       '--train_images=200', '--val_images=40', '--batch_size=8', '--eval_archs=2',
       '--reference_eval_archs=1', '--groups_per_call=1', '--eval_batch_size=20',
       '--min_seconds=0.05', '--steps_per_dispatch=1', '--precision=fp32')
@@ -51,25 +52,29 @@ def test_throughput_benchmark_prints_one_json_line_per_measurement():
   records = [json.loads(line) for line in result.stdout.splitlines()]
   assert [(r['benchmark'], r['path'], r.get('seed_mode')) for r in records] == [
       ('train', 'fast', 'parallel'), ('train', 'fast', 'sequential'),
-      ('train', 'fast', 'single'), ('train', 'reference', None), ('eval', 'fast', None),
-      ('eval', 'reference', None)]
-  schema = [TRAIN_FAST] * 3 + [TRAIN_REFERENCE, EVAL | STAGES, EVAL]
+      ('train', 'fast', 'unrolled'), ('train', 'fast', 'single'), ('train', 'reference', None),
+      ('eval', 'fast', None), ('eval', 'reference', None), ('eval', 'sparse', None),
+      ('eval', 'sparse', None)]
+  schema = [TRAIN_FAST] * 4 + [TRAIN_REFERENCE, EVAL | STAGES, EVAL] + [EVAL | {'packing'}] * 2
   for r, keys in zip(records, schema):
     assert set(r) == keys, r
     assert r['platform'] == 'cpu' and r['size'] == 'micro'
     rate = r['images_per_s'] if r['benchmark'] == 'train' else r['archs_per_s']
     assert rate > 0, r
     assert all(r[k] >= 0 for k in STAGES & set(r)), r
-  # The seed modes: 2 seeds vmapped, the same 2 one after another, 1 seed.
-  assert [(r['seeds'], r['seeds_in_parallel']) for r in records[:3]] == [
-      (2, True), (2, False), (1, True)]
-  # eval/fast scores the whole cosets of its sampled archs, as full-space scoring does.
-  assert records[4]['archs'] in (5, 10) and records[5]['archs'] == 1
-  assert all(r['val_images'] == 40 and r['eval_batch_size'] == 20 for r in records[4:])
+  # The seed modes: 2 seeds vmapped, the same 2 in a loop and unrolled, 1 seed.
+  assert [(r['seeds'], r['seeds_in_parallel']) for r in records[:4]] == [
+      (2, True), (2, False), (2, False), (1, True)]
+  # eval/fast scores the whole cosets of its sampled archs, as full-space scoring does;
+  # eval/sparse the sampled archs themselves, once per packing.
+  assert records[5]['archs'] in (5, 10) and records[6]['archs'] == 1
+  assert [(r['archs'], r['packing']) for r in records[7:]] == [
+      (2, 'fair_groups'), (2, 'single_path')]
+  assert all(r['val_images'] == 40 and r['eval_batch_size'] == 20 for r in records[5:])
 
 
 def test_unknown_seed_mode_is_one_line_naming_the_choices():
   result = _run_throughput('--seed_modes=parallel,serial', '--only=none', timeout=300)
   assert result.returncode == 2
   last = result.stderr.strip().splitlines()[-1]
-  assert 'serial' in last and 'parallel,sequential,single' in last, result.stderr
+  assert 'serial' in last and 'parallel,sequential,unrolled,single' in last, result.stderr

@@ -263,10 +263,12 @@ def _with_eval(config, **fields):
   return config
 
 
+@pytest.mark.parametrize('packing', config_lib.EVAL_PACKINGS)
 @pytest.mark.parametrize('bn_mode', ['running', 'batch', 'recalibrate'])
-def test_batched_scores_equal_single_path(run, bn_mode):
-  """score_archs (fair groups, vmapped) == score_archs_one_by_one, image for image."""
-  config = _with_eval(run['config'], **{'eval.bn_mode': bn_mode})
+def test_batched_scores_equal_single_path(run, bn_mode, packing):
+  """score_archs (fair groups vmapped, or single paths without a sync between them) ==
+  score_archs_one_by_one, image for image; the scores of other archs would not be."""
+  config = _with_eval(run['config'], **{'eval.bn_mode': bn_mode, 'eval.packing': packing})
   data, model = run['data'], run['model']
   params, stats = _first_seed(run['states'])
   archs = _arch_sample(tuple(range(5)), 25, seed=1)
@@ -278,6 +280,7 @@ def test_batched_scores_equal_single_path(run, bn_mode):
   slow = scoring.score_archs_one_by_one(config, model, params, stats, archs, data, recal)
   np.testing.assert_array_equal(_counts(fast), _counts(slow))
   assert len(np.unique(fast)) >= 5  # the archs are told apart: the weights are trained
+  assert not np.array_equal(_counts(np.roll(fast, 1)), _counts(slow))  # scores one arch off
 
 
 def test_bn_modes_give_different_scores(run):
@@ -294,9 +297,11 @@ def test_bn_modes_give_different_scores(run):
   assert not np.array_equal(out['batch'], out['recalibrate'])
 
 
-def test_duplicate_archs_score_like_the_single_path(run):
+@pytest.mark.parametrize('packing', config_lib.EVAL_PACKINGS)
+def test_duplicate_archs_score_like_the_single_path(run, packing):
   """Duplicate rows (which pack into a non-fair group) still get the right scores."""
-  config, data, model = run['config'], run['data'], run['model']
+  config = _with_eval(run['config'], **{'eval.packing': packing})
+  data, model = run['data'], run['model']
   params, stats = _first_seed(run['states'])
   coset = space.coset_members(np.array([3, 1, 2, 4, 0, 3]), range(5))
   archs = np.concatenate([coset[:4], coset[2:3], coset[:1]])

@@ -244,16 +244,21 @@ def test_scanned_chunk_equals_a_single_step_and_skips_past_the_end(two_seeds, ti
                      what='momentum')
 
 
-def test_seeds_one_after_another_equal_seeds_in_parallel(two_seeds, tiny_data):
-  """lax.map over the seeds (the low-memory step) == vmap over them: params, BN
-  statistics, momentum and metrics after a step (fp32). Later steps drift apart
-  by rounding: XLA:CPU convolves differently inside a loop, and the tiny net
-  amplifies it."""
+@pytest.mark.parametrize('seed_loop', ['lax.map', 'unrolled'])
+def test_seeds_one_after_another_equal_seeds_in_parallel(two_seeds, tiny_data, seed_loop):
+  """lax.map over the seeds (the low-memory step) and the unrolled seeds (the CPU step,
+  train.seed_loop='unrolled') == vmap over them: params, BN statistics, momentum and
+  metrics after a step (fp32). Later steps drift apart by rounding: XLA:CPU convolves
+  differently inside a loop, and the tiny net amplifies it."""
   config, model, tx, chunks = two_seeds
-  ends = {}
-  for parallel, chunk in chunks.items():
-    ends[parallel] = chunk(train.init_states(model, tx, config.seeds), tiny_data)
-  (par, par_metrics), (seq, seq_metrics) = ends[True], ends[False]
+  if seed_loop == 'unrolled':
+    config = config.copy_and_resolve_references()
+    config.train.seed_loop = 'unrolled'
+    one_after_another = train.make_train_chunk(config, model, tx, 100, 1)
+  else:
+    one_after_another = chunks[False]
+  par, par_metrics = chunks[True](train.init_states(model, tx, config.seeds), tiny_data)
+  seq, seq_metrics = one_after_another(train.init_states(model, tx, config.seeds), tiny_data)
   start = train.init_states(model, tx, config.seeds)
   terms = _summed_terms(config, steps=1)
   swapped = lambda tree: jax.tree.map(lambda a: a[::-1], tree)  # a step that mixed up seeds
