@@ -775,7 +775,10 @@ def train_loop(config, workdir: str, states, data: data_lib.DeviceData,
             warn_if_long_on_host(eta, log_prefix)
             warned_long = True
           last_logged, last_log_time = step, now
-        if step - last_saved >= config.train.checkpoint_every_steps or step == num_steps:
+        # On the grid of multiples of checkpoint_every_steps, also after a resume from a
+        # preemption's step: eval.average_checkpoints averages only checkpoints on it.
+        every = config.train.checkpoint_every_steps
+        if step // every > last_saved // every or step == num_steps:
           ckpt.save(step, states)
           last_saved = step
         if watcher.requested:

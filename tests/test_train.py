@@ -15,6 +15,7 @@ import pytest
 from tensorboardX.proto import event_pb2
 
 from spos_jax import augment
+from spos_jax import checkpoint
 from spos_jax import config as config_lib
 from spos_jax import data as data_lib
 from spos_jax import memory
@@ -721,6 +722,15 @@ def runs(tiny_config, tmp_path_factory):
   resumed = train.train(config, split_dir)
   return dict(config=config, full_dir=full_dir, start=start, full=full, split_dir=split_dir,
               partial=partial, partial_trained=partial_trained, resumed=resumed)
+
+
+def test_a_resumed_run_saves_the_checkpoints_of_an_uninterrupted_one(runs):
+  """Stopped off the checkpoint grid (STOP_AT), the resumed run saves on the grid again,
+  so eval.average_checkpoints finds the same steps as in the uninterrupted run."""
+  assert STOP_AT % RUN_FIELDS['train.checkpoint_every_steps']
+  saved = {name: checkpoint.saved_steps(os.path.join(runs[name], 'checkpoints'))
+           for name in ('full_dir', 'split_dir')}
+  assert saved['split_dir'] == saved['full_dir'], saved
 
 
 def test_tiny_run_lowers_the_loss(runs):
