@@ -161,23 +161,23 @@ def test_off_writes_nothing(tmp_path):
   assert not os.path.exists(os.path.join(workdir, trajectory.TRAJECTORY_DIR))
 
 
-COMMITTED_CPU_RUNS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                  'results', 'cpu')
+# The CPU-scale runs and the first protocol's runs (results/cpu_pilot/README.md).
+COMMITTED_CPU_ROOTS = [
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'results', name)
+    for name in ('cpu', 'cpu_pilot')]
 
 
 def _committed_trajectories():
-  if not os.path.isdir(COMMITTED_CPU_RUNS):
-    return []
-  return sorted(os.path.join(COMMITTED_CPU_RUNS, name) for name in os.listdir(COMMITTED_CPU_RUNS)
-                if os.path.exists(os.path.join(COMMITTED_CPU_RUNS, name,
-                                               trajectory.TRAJECTORY_FILE)))
+  return sorted(os.path.join(root, name) for root in COMMITTED_CPU_ROOTS
+                if os.path.isdir(root) for name in os.listdir(root)
+                if os.path.exists(os.path.join(root, name, trajectory.TRAJECTORY_FILE)))
 
 
 @pytest.mark.parametrize('run', _committed_trajectories() or [None])
 def test_committed_trajectories_are_recomputed_from_their_files(run):
   """Every committed CPU-scale trajectory (real CIFAR-10) agrees with its per-arch files."""
   if run is None:
-    pytest.skip('no committed run with a trajectory under results/cpu/')
+    pytest.skip('no committed run with a trajectory under results/cpu/ or results/cpu_pilot/')
   rows = _read_csv(os.path.join(run, trajectory.TRAJECTORY_FILE))
   assert rows
   for step in sorted({int(r['step']) for r in rows}):
