@@ -36,7 +36,8 @@ print('devices', jax.device_count(), 'sharded', mesh is not None)
 def _train(tmp_path, devices: int) -> np.ndarray:
   out = tmp_path / f'params_{devices}.npy'
   env = dict(os.environ, PYTHONPATH=str(ROOT),
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+             XLA_FLAGS=f'{os.environ.get("XLA_FLAGS", "")} '
+                       f'--xla_force_host_platform_device_count={devices}')
   proc = subprocess.run([sys.executable, '-c', _SCRIPT, str(out)], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -318,21 +318,29 @@ def trajectory_figure(trajectories: Sequence[tuple[Run, runs_lib.Trajectory]],
   figure = new_figure(4.6 * len(TRAJECTORY_PANELS) + 3.0, 4.0)
   axes = figure.subplots(1, len(TRAJECTORY_PANELS), squeeze=False)[0]
   handles = []
+  drawn = set()
   for (run, trajectory), color in zip(trajectories, run_colors(len(trajectories))):
     group = stats.trajectory_group(trajectory)
     label = run.variant + (f' ({group})' if group and group != 'all' else '')
     for ax, (field, _) in zip(axes, TRAJECTORY_PANELS):
       series = stats.trajectory_series(trajectory, field)
-      if series is None or not len(series.epochs):
+      if series is None or not np.isfinite(series.mean).any():
         continue
       ax.plot(series.epochs, series.mean, marker='o', ms=3, lw=1.5, color=color)
       ax.fill_between(series.epochs, series.low, series.high, color=color, alpha=0.15,
                       lw=0)
+      drawn.add(field)
     handles.append(Line2D([], [], color=color, marker='o', ms=3, label=label))
-  for ax, (_, ylabel) in zip(axes, TRAJECTORY_PANELS):
+  for ax, (field, ylabel) in zip(axes, TRAJECTORY_PANELS):
     ax.set_xlabel('epoch')
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+    if field not in drawn:  # tau_a needs top-N groups; a trajectory of a sample has none
+      ax.text(0.5, 0.5, 'not recorded: the trajectories rank a sample,\n'
+              'not top-N groups (eval.trajectory_size=0 ranks them)', ha='center',
+              va='center', fontsize=8, color='0.4', transform=ax.transAxes)
+      ax.set_xticks([])
+      ax.set_yticks([])
   figure.legend(handles=handles, loc='outside right center', fontsize=8, title='run',
                 title_fontsize=8)
   figure.suptitle(f'{title}: ranking during training, mean over seeds (line) and '
