@@ -261,10 +261,8 @@ def seed_variables(sub_states: train.TrainState, i: int):
 
 def _report_over_sub_networks(config, archs, owner, report):
   """report(done, total) per sub-network -> one callback per sub-network that reports
-  fair groups of all sub-networks together (packed here as scoring.score_archs packs)."""
-  allowed = config_lib.allowed_ops(config)
-  counts = [len(space.pack_fair_groups(np.unique(packing_archs(config, archs[owner == j]),
-                                                 axis=0), allowed)[0])
+  the scoring calls of all sub-networks together (scoring.scoring_calls)."""
+  counts = [scoring.scoring_calls(config, packing_archs(config, archs[owner == j]))
             if (owner == j).any() else 0 for j in range(len(split_ops(config)))]
   before = np.cumsum([0] + counts[:-1])
   return [lambda done, _, b=b: report(int(b) + done, sum(counts)) for b in before]
@@ -278,8 +276,8 @@ def score_archs(config, model, sub_params, sub_batch_stats, archs: np.ndarray,
   sub_params, sub_batch_stats: [J, ...] (seed_variables). Sub-network j scores its
   archs with scoring.score_archs on a copy of `model` whose split edge runs op j
   (static), packed by `packing_archs`. One scorer is compiled per sub-network.
-  report(groups_done, groups_total), as in scoring.score_archs, counts the fair
-  groups of all sub-networks together.
+  report(done, total), as in scoring.score_archs, counts the scoring calls of all
+  sub-networks together.
   """
   archs = np.asarray(archs, np.int32).reshape(-1, space.NUM_EDGES)
   owner = sub_network_of(config, archs)

@@ -168,6 +168,15 @@ def score_archs(config, model, params, batch_stats, archs: np.ndarray,
   return accuracy[arch_of_row.reshape(-1)]
 
 
+def scoring_calls(config, archs: np.ndarray) -> int:
+  """The calls score_archs makes for these archs: the total its report counts to."""
+  archs = np.unique(np.asarray(archs, np.int32), axis=0)
+  if config.eval.packing == 'single_path':
+    return len(archs)
+  groups = len(space.pack_fair_groups(archs, config_lib.allowed_ops(config))[0])
+  return -(-groups // config.eval.groups_per_call)
+
+
 def _fair_group_calls(config, model, params, batch_stats, archs, batches, recal_images):
   """(chunks of eval.groups_per_call fair groups, chunk -> counts [M, K], slot owners)."""
   paths, owner = space.pack_fair_groups(archs, config_lib.allowed_ops(config))

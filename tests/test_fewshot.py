@@ -158,13 +158,15 @@ def test_every_arch_belongs_to_the_sub_network_of_its_split_op():
     fewshot.sub_network_of(config, np.array([[1, 2, 3, 4, 0, 2]]))
 
 
-@pytest.mark.parametrize('bn_mode', ['running', 'recalibrate'])
-def test_scoring_routes_each_arch_to_its_sub_network(tiny_data, bn_mode):
+@pytest.mark.parametrize('bn_mode,packing', [
+    ('running', 'fair_groups'), ('recalibrate', 'fair_groups'), ('running', 'single_path')])
+def test_scoring_routes_each_arch_to_its_sub_network(tiny_data, bn_mode, packing):
   """Each arch's few-shot score equals its one-by-one single-path score with the
   weights of the sub-network that holds its split-edge op (each sub-network's
   weights a different draw, so a wrong routing changes scores)."""
   config = _config(1, **{'space.masked_ops': 'none,avg_pool_3x3,nor_conv_1x1',
-                         'eval.bn_mode': bn_mode, 'eval.recalibrate_batches': 2})
+                         'eval.bn_mode': bn_mode, 'eval.recalibrate_batches': 2,
+                         'eval.packing': packing})
   ops = fewshot.split_ops(config)
   plain = train.create_model(config)
   draws = _one_shot_states(plain, seeds=(0, 1))  # one draw per sub-network
@@ -178,7 +180,7 @@ def test_scoring_routes_each_arch_to_its_sub_network(tiny_data, bn_mode):
   got = fewshot.score_archs(config, plain, sub_params, sub_stats, archs, tiny_data, recal,
                             report=lambda *done_total: reports.append(done_total),
                             report_every_s=0)
-  # Progress counts the fair groups of both sub-networks together, to the end.
+  # Progress counts the scoring calls of both sub-networks together, to the end.
   totals = {total for _, total in reports}
   assert len(totals) == 1 and reports[-1][0] == totals.pop() > reports[0][0]
   assert [done for done, _ in reports] == sorted(done for done, _ in reports)
