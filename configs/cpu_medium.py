@@ -4,8 +4,8 @@ The `m-*` runs of the CPU-scale reproduction queue; everything but the network's
 is CPU-small's protocol (see that file's docstring for the data, groups, trajectory
 and the command).
 
-Measured on the 2-core machine (benchmarks/throughput.py --size=cpu_medium --seeds=3
---precision=fp32 --batch_size=128 --steps_per_dispatch=1): see BUILD.md, "CPU scale".
+The rates of both sizes, measured on the 2-core machine, and the queue's arithmetic
+are in configs/cpu_small.py's docstring; the commands in BUILD.md, "CPU scale".
 """
 import importlib.util
 import os

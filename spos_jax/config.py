@@ -30,7 +30,8 @@ PROXY_NAMES = ('synflow', 'jacob_cov', 'snip', 'grad_norm')  # proxies.py comput
 # Keys that do not change what a run computes; a resumed run may differ in them.
 RESUMABLE_KEYS = (
     'train.log_every_steps', 'train.checkpoint_every_steps', 'train.keep_checkpoints',
-    'train.steps_per_dispatch', 'train.seed_loop', 'data.path', 'data.tfds_data_dir', 'data.cache_dir',
+    'train.steps_per_dispatch', 'train.seed_loop', 'data.path', 'data.tfds_data_dir',
+    'data.cache_dir',
     'proxies.archs_per_call',
     'eval.', 'bench.',
 )
@@ -82,9 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.shared_layers = 'sum'  # 'sum' (the paper), 'mean' or 'every_micro_step'
   c.train.precision = 'bf16'  # 'bf16' compute (fp32 params, fp32 BN stats) or 'fp32'
   c.train.steps_per_dispatch = 10  # optimizer steps per jitted call
-  # How one program steps the seeds: 'vmap' together (one after another, lax.map, when
-  # XLA's estimate is over the memory) or 'unrolled', each seed's step written out one
-  # after another: XLA:CPU runs vmapped convolutions and loops slowly, so CPU configs unroll
+  # How one program steps the seeds: 'vmap' (together; one after another with lax.map
+  # where XLA's estimate is over the memory) or 'unrolled' (each seed's step written out:
+  # XLA:CPU runs vmapped convolutions and loops slowly, so the CPU configs unroll)
   c.train.seed_loop = 'vmap'
   c.train.log_every_steps = 50
   c.train.checkpoint_every_steps = 1000
