@@ -34,10 +34,11 @@ step per dispatch, 500 validation images; BUILD.md, "CPU scale", has the command
 Arithmetic per CPU-small run: training 3 seeds x 90,000 images / 493 images/s = 9.1
 min; scoring 200 archs x 3 seeds / 5.4 archs/s = 1.9 min (729 archs: 6.8 min); the
 trajectory's 4 x 40 archs x 3 seeds 1.5 min; compiles about 1 min: about 13.5 min. A
-CPU-medium run: 34 + 5.9 + 4.7 + 1 = 46 min. The queue (7 small runs, one scored
-whole, and 2 medium runs): about 3.2 hours of an otherwise idle machine; the sweep
-launcher resumes it where it stopped (finished runs are
-skipped, unfinished ones resume from their checkpoints).
+CPU-medium run: 34 + 5.9 + 4.7 + 1 = 46 min. The queue (8 small runs, one of them
+scored whole: 9.1 + 6.8 + 1.5 + 1 = 18.4 min, and 2 medium runs): 7 x 13.5 + 18.4 +
+2 x 46 = 205 min, about 3.4 hours of an otherwise idle machine. The sweep launcher
+resumes it where it stopped (finished runs are skipped, unfinished ones resume from
+their checkpoints).
 
 python -m launch.sweep --sweep=configs/sweeps/queue.py --root=runs/cpu \
     --size_config=s=configs/cpu_small.py,m=configs/cpu_medium.py \
