@@ -51,7 +51,10 @@ def test_two_devices_match_one(tmp_path):
   one = _train(tmp_path, 1)
   two = _train(tmp_path, 2)
   assert one.shape == two.shape
-  np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
+  # Splitting the batch changes the order of the gradient and BN sums; after three
+  # steps that is a few 1e-6 on weights of order 0.1 (more under XLA's quick
+  # pipeline, which the test suite uses).
+  np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-5)
 
 
 def test_batch_must_divide_over_devices():
