@@ -287,7 +287,27 @@ def test_one_seed_whole_space_evaluation_is_read_from_its_own_seeds(bench, tmp_p
 
 
 def test_a_groups_evaluation_is_not_whole_space(paper_root):
-  assert claims.gather(paper_root).full_space == {}
+  assert claims.gather(paper_root).full_space == {}  # nor is its random group a sample
+
+
+def test_a_random_sample_beside_the_groups_stands_for_the_whole_space(bench, tmp_path):
+  root = str(tmp_path)
+  write_run(root, bench, 's-all', PAPER['s-all'])
+  fields = {'eval.name': 'running-random300', 'eval.random_size': 300}
+  scores, truth = write_run(root, bench, 's-all', PAPER['s-all'], eval_fields=fields)
+  _, groups, _ = run_lib.scored_rows(run_config('s-all', PAPER['s-all'], **fields), bench)
+  sample = groups['random']
+  full = claims.gather(root).full_space['s-all']
+  assert (full.eval_name, full.archs, full.subset_archs, full.sampled) == (
+      'running-random300', 300, 15625, True)
+  assert full.archs_text == '300 (random sample of 15625)'
+  taus = [metrics.kendall_tau(scores[s][sample], truth[sample]) for s in range(len(SEEDS))]
+  assert full.kendall_tau[0] == pytest.approx(np.mean(taus))
+  # A whole-subset evaluation, when there is one, is the row.
+  write_run(root, bench, 's-all', PAPER['s-all'], seeds=(0,),
+            eval_fields={'eval.scope': 'all', 'eval.name': 'running-all-seed0'})
+  full = claims.gather(root).full_space['s-all']
+  assert (full.eval_name, full.archs, full.sampled) == ('running-all-seed0', 15625, False)
 
 
 def test_a_proxy_ranking_of_the_whole_space_is_not_the_super_networks(bench, tmp_path):

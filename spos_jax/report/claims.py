@@ -66,12 +66,23 @@ class ReproductionError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class FullSpace:
-  """Kendall tau and Spearman of one run over its whole (masked) subset."""
+  """Kendall tau and Spearman of one run over its whole (masked) subset, or over a
+  uniform random sample of it when no whole-subset evaluation exists."""
   eval_name: str
   seeds: tuple[str, ...]
-  archs: int
+  archs: int  # archs ranked
   kendall_tau: tuple[float, float | None]  # mean, std over seeds
   spearman: tuple[float, float | None]
+  subset_archs: int = 0  # archs in the subset; 0 when archs is the whole subset
+
+  @property
+  def sampled(self) -> bool:
+    return bool(self.subset_archs) and self.archs < self.subset_archs
+
+  @property
+  def archs_text(self) -> str:
+    return (f'{self.archs} (random sample of {self.subset_archs})' if self.sampled
+            else str(self.archs))
 
 
 @dataclasses.dataclass
@@ -94,7 +105,21 @@ def groups_evaluation(evaluations: dict[str, dict]) -> str | None:
   return None
 
 
-def full_space_of(evaluations: dict[str, dict]) -> FullSpace | None:
+def _seed_means(summary: dict, group: str) -> dict | None:
+  """Seed mean and std of Kendall tau and Spearman in one group; None when a seed
+  lacks its numbers (not a usable ranking)."""
+  entry = (summary.get('groups') or {}).get(group)
+  seeds = tuple(str(s) for s in summary.get('seeds', []))
+  if not entry or not seeds:
+    return None
+  try:
+    return {field: stats.mean_std([entry['per_seed'][s][field] for s in seeds])
+            for field in ('kendall_tau', 'spearman')}
+  except (KeyError, TypeError):
+    return None
+
+
+def whole_space_of(evaluations: dict[str, dict]) -> FullSpace | None:
   """The whole-subset ranking with the most seeds (eval.scope=all), if any.
 
   A one-seed whole-space evaluation of a five-seed run is fine here: the numbers
@@ -105,23 +130,47 @@ def full_space_of(evaluations: dict[str, dict]) -> FullSpace | None:
   best = None
   for name, summary in evaluations.items():
     config = summary.get('config') or {}
-    entry = (summary.get('groups') or {}).get('all')
-    if (config.get('eval.scope') != 'all' or not entry
-        or runs_lib.is_proxy_evaluation(name, summary)):
+    if config.get('eval.scope') != 'all' or runs_lib.is_proxy_evaluation(name, summary):
       continue
-    seeds = tuple(str(s) for s in summary.get('seeds', []))
     archs = int(summary.get('evaluated_archs', -1))
-    if not seeds or archs != (summary.get('bench') or {}).get('archs_in_subset'):
+    values = _seed_means(summary, 'all')
+    if values is None or archs != (summary.get('bench') or {}).get('archs_in_subset'):
       continue
-    try:
-      values = {field: stats.mean_std([entry['per_seed'][s][field] for s in seeds])
-                for field in ('kendall_tau', 'spearman')}
-    except (KeyError, TypeError):  # a seed without its numbers: not a usable ranking
-      continue
-    candidate = FullSpace(name, seeds, archs, values['kendall_tau'], values['spearman'])
+    candidate = FullSpace(name, tuple(str(s) for s in summary['seeds']), archs,
+                          values['kendall_tau'], values['spearman'])
     if best is None or len(candidate.seeds) > len(best.seeds):
       best = candidate
   return best
+
+
+def random_sample_of(evaluations: dict[str, dict]) -> FullSpace | None:
+  """The largest random group of an evaluation made beside the groups one, if any.
+
+  The groups evaluation's own random group is a point of Fig. 4, not a sample of the
+  space: only a rescoring under another name (e.g. `eval.random_size=1000`) counts.
+  Proxy rankings are not the super-network's and are skipped.
+  """
+  best = None
+  for name, summary in evaluations.items():
+    if name in (GROUPS_EVAL, ALL_SCOPE_EVAL) or runs_lib.is_proxy_evaluation(name, summary):
+      continue
+    values = _seed_means(summary, 'random')
+    subset = (summary.get('bench') or {}).get('archs_in_subset')
+    if values is None or not subset:
+      continue
+    seeds = tuple(str(s) for s in summary['seeds'])
+    archs = int(summary['groups']['random']['per_seed'][seeds[0]]['n'])
+    candidate = FullSpace(name, seeds, archs, values['kendall_tau'], values['spearman'],
+                          int(subset))
+    if best is None or (candidate.archs, len(candidate.seeds)) > (best.archs,
+                                                                   len(best.seeds)):
+      best = candidate
+  return best
+
+
+def full_space_of(evaluations: dict[str, dict]) -> FullSpace | None:
+  """The whole-subset ranking if the run has one, else its largest random sample."""
+  return whole_space_of(evaluations) or random_sample_of(evaluations)
 
 
 def gather(root: str) -> Evidence:

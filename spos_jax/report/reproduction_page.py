@@ -112,7 +112,8 @@ def full_space_figure(full: dict[str, claims.FullSpace],
   figure = figures.new_figure(max(8.0, 1.2 * len(names) + 5.0), 5.2)
   axes = figure.subplots(1, 2, squeeze=False)[0]
   x = np.arange(len(names))
-  labels = [f'{n} ({len(full[n].seeds)} seed{"s" * (len(full[n].seeds) > 1)})' for n in names]
+  labels = [f'{n} ({len(full[n].seeds)} seed{"s" * (len(full[n].seeds) > 1)}'
+            + (f', {full[n].archs} sampled)' if full[n].sampled else ')') for n in names]
   for ax, field, label in ((axes[0], 'kendall_tau', 'Kendall tau'),
                            (axes[1], 'spearman', 'Spearman')):
     mean = np.asarray([getattr(full[n], field)[0] for n in names])
@@ -122,7 +123,7 @@ def full_space_figure(full: dict[str, claims.FullSpace],
       ax.axhline(getattr(anchor, field), color='C3', ls=style, lw=1.2)
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_xticks(x, labels, fontsize=7, rotation=30, ha='right')
-    ax.set_ylabel(f'{label}, whole (masked) subset')
+    ax.set_ylabel(f'{label}, whole (masked) subset or sample')
     ax.grid(alpha=0.3)
   handles = [Line2D([], [], color='C0', marker='o', ls='',
                     label='run (mean ± std over its seeds)')]
@@ -205,22 +206,27 @@ def full_space_section(evidence: claims.Evidence, page_dir: str, figures_dir: st
   lines = [f'Anchors over all 15625 archs: {anchors}.', '']
   full = {n: evidence.full_space[n] for n in claims.QUEUE if n in evidence.full_space}
   if not full:
-    return lines + ['No run has a whole-space evaluation (`eval.scope=all`) yet: nothing '
-                    'to tabulate or draw.']
-  lines += ['| run | evaluation | seeds | archs scored | Kendall tau | Spearman | epochs | '
+    return lines + ['No run has a whole-space evaluation (`eval.scope=all`) or a random '
+                    'sample of the space yet: nothing to tabulate or draw.']
+  lines += ['| run | evaluation | seeds | archs ranked | Kendall tau | Spearman | epochs | '
             'data | bench column |', '|---|---|---|---|---|---|---|---|---|']
   for name, entry in full.items():
     run = evidence.runs.get(name)
     settings = ([str(run.config.get('train.epochs')), claims.data_text(run.config),
                  claims.bench_text(run)] if run else [claims.MISSING] * 3)
     lines.append(f'| `{name}` | `{entry.eval_name}` | {claims.seeds_text(entry.seeds)} | '
-                 f'{entry.archs} | {claims.fmt(*entry.kendall_tau, digits=3, signed=False)} | '
+                 f'{entry.archs_text} | '
+                 f'{claims.fmt(*entry.kendall_tau, digits=3, signed=False)} | '
                  f'{claims.fmt(*entry.spearman, digits=3, signed=False)} | '
                  + ' | '.join(settings) + ' |')
   path = _save_png(full_space_figure(full, evidence.runs), figures_dir,
                    'full_space_anchors')
   return lines + ['', 'A masked run ranks its subset only (e.g. 4096 archs with one op '
-                  'masked), the anchors the whole space.', '',
+                  'masked), the anchors the whole space. A run without a whole-subset '
+                  'evaluation shows its largest uniform random sample of the subset '
+                  '(an evaluation beside the groups one, e.g. `eval.random_size=1000`); '
+                  'its network, training budget and set of archs all differ from the '
+                  'anchors\'.', '',
                   _link(path, page_dir, 'whole-space Kendall tau and Spearman against the '
                         'anchors')]
 
