@@ -264,7 +264,7 @@ def overview(root: str, found: runs_lib.Collection, bench: bench_lib.Bench | Non
              recorded: bool) -> list[str]:
   evals = collections.Counter(r.eval_name for r in found.runs)
   lines = ['# Single-path ranking correlations: sweep report', '',
-           f'- root: `{os.path.abspath(root)}`',
+           f'- root: `{os.path.normpath(root)}`',
            f'- runs: {len(found.runs)} with results, {len(found.missing)} missing, '
            f'{len(found.refused)} refused; {len(found.proxies)} proxy evaluation(s)',
            '- evaluation: ' + ', '.join(f'`{n}` ({c} run{"s" * (c != 1)})'
