@@ -25,7 +25,7 @@ from spos_jax import run as run_lib
 from spos_jax import workdir as workdir_lib
 
 SWEEP_RECORD = 'sweep.json'
-LOG_FILE = 'log.txt'
+LOG_FILE = workdir_lib.LOG_FILE
 # Under ROOT: JAX's persistent compilation cache of every run of the root, so a
 # requeued or repeated run loads its compiled steps instead of compiling again.
 COMPILATION_CACHE = '.jax_cache'

@@ -47,6 +47,7 @@ FEWSHOT_CHECKPOINTS_FOLDER = 'checkpoints_fewshot'
 # Folders whose contents make a workdir a run of its config.json (check_same_run).
 WORK_FOLDERS = (CHECKPOINTS_FOLDER, FEWSHOT_CHECKPOINTS_FOLDER, 'results')
 FAILED_MARKER = 'FAILED'
+LOG_FILE = 'log.txt'  # the launchers' console log of a run, one '=== ' header per launch
 LOCK_FILE = '.lock'
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'scipy',

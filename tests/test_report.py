@@ -671,3 +671,26 @@ def test_report_draws_the_trajectory_of_the_runs_that_have_one(sweep, tmp_path):
   text = (out / 'report.md').read_text()
   assert 'Runs drawn: `s-all`;' in text
   assert 'Trajectories that cannot be read' in text and 'no column step' in text
+
+
+# ---------------------------------------------------------------------------
+# Wall time from a run's log
+
+
+def test_wall_time_sums_each_launch_and_skips_the_wait_between(tmp_path):
+  log = '\n'.join([
+      '=== 2026-12-31 23:50:00 launch.sweep (local): python -m spos_jax.main',
+      'I1231 23:50:03.000001 1401 main.py:10] compiling',
+      'I1231 23:59:30.000001 1401 train.py:99] epoch 1.00/4 step 35/140',
+      'Traceback (most recent call last):',  # a preemption: no timestamp, not counted
+      '=== 2027-01-01 02:00:00 launch.sweep (local): python -m spos_jax.main',
+      'I0101 02:00:05.000001 1402 main.py:10] resuming at step 35',
+      'W0101 02:20:00.500000 1402 run.py:139] scoring seed 0',
+      '',
+  ])
+  assert runs_lib.log_wall_seconds(log) == 9 * 60 + 30 + 20 * 60  # across the new year
+  assert runs_lib.log_wall_seconds('I1231 23:50:03.000001 1401 main.py:10] no header') is None
+  (tmp_path / workdir.LOG_FILE).write_text(log)
+  assert runs_lib.read_log_wall_seconds(str(tmp_path)) == 1770.0
+  assert runs_lib.read_log_wall_seconds(str(tmp_path / 'absent')) is None
+  assert plan.LOG_FILE == workdir.LOG_FILE

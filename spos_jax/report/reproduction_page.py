@@ -150,15 +150,19 @@ def runs_section(evidence: claims.Evidence) -> list[str]:
   """The queue: each run's state and settings, from its files."""
   lines = [f'{len(evidence.runs)} of {len(claims.QUEUE)} runs of the queue have results.',
            '',
-           '| # | run | state | epochs | seeds | data | bench column | device | commit |',
-           '|---|---|---|---|---|---|---|---|---|']
+           '| # | run | state | epochs | seeds | data | bench column | device | commit | '
+           'wall time |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+  walls = []
   for i, name in enumerate(claims.QUEUE, start=1):
     run = evidence.runs.get(name)
     if run is None:
       reason = evidence.absent.get(name, 'no run folder')
       state = 'not yet run' if reason == 'no run folder' else reason.replace('|', '/')
-      lines.append(f'| {i} | `{name}` | {state} |' + f' {claims.MISSING} |' * 6)
+      lines.append(f'| {i} | `{name}` | {state} |' + f' {claims.MISSING} |' * 7)
       continue
+    wall = runs_lib.read_log_wall_seconds(run.folder)
+    walls.append(wall)
     info = evidence.run_info.get(name, {})
     jax_version = (info.get('packages') or {}).get('jax')
     device = (info.get('device_kind', claims.MISSING)
@@ -167,8 +171,21 @@ def runs_section(evidence: claims.Evidence) -> list[str]:
     lines.append(f'| {i} | `{name}` | results (`{run.eval_name}`) | '
                  f'{run.config.get("train.epochs")} | {claims.seeds_text(run.seeds)} | '
                  f'{claims.data_text(run.config)} | {claims.bench_text(run)} | {device} | '
-                 f'{commit} |')
+                 f'{commit} | {_duration_text(wall)} |')
+  if walls:
+    logged = [w for w in walls if w is not None]
+    lines += ['', f'Wall time: training and scoring, from each run\'s `log.txt` (every '
+              f'launch from its header to its last line, resumes included): '
+              f'{_duration_text(sum(logged)) if logged else claims.MISSING} for the '
+              f'{len(logged)} of {len(walls)} runs with results that carry a log.']
   return lines
+
+
+def _duration_text(seconds: float | None) -> str:
+  if seconds is None:
+    return claims.MISSING
+  hours, minutes = divmod(round(seconds / 60), 60)
+  return f'{hours} h {minutes:02d} min' if hours else f'{minutes} min'
 
 
 def claims_section(evidence: claims.Evidence, found: Sequence[claims.Finding],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -199,6 +200,44 @@ def read_run_info(folder: str) -> dict:
   """run_info.json (versions, device, commit); {} when absent or unreadable."""
   info = _read_json(os.path.join(folder, workdir_lib.RUN_INFO_FILE))
   return info if isinstance(info, dict) else {}
+
+
+_LAUNCH_HEADER = re.compile(r'^=== (\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) ')
+_ABSL_TIME = re.compile(r'^[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)')
+
+
+def log_wall_seconds(text: str) -> float | None:
+  """Seconds a run spent in its launches: from each launch's '=== ' header to the
+  last absl line after it, summed; None without a header (no launcher log).
+
+  absl lines carry no year: the header's, plus one where the month wraps past
+  December. Time between launches (a preempted run waiting) is not counted.
+  """
+  total, launches, start, end = 0.0, 0, None, None
+  for line in text.splitlines() + ['=== end']:
+    if line.startswith('=== '):
+      if start is not None and end is not None:
+        total += max((end - start).total_seconds(), 0.0)
+      header = _LAUNCH_HEADER.match(line)
+      start = datetime.datetime(*map(int, header.groups())) if header else None
+      end = None
+      launches += header is not None
+      continue
+    stamp = _ABSL_TIME.match(line) if start is not None else None
+    if stamp:
+      month, day, hour, minute, second = map(int, stamp.groups())
+      year = start.year + (month < start.month)
+      end = datetime.datetime(year, month, day, hour, minute, second)
+  return total if launches else None
+
+
+def read_log_wall_seconds(folder: str) -> float | None:
+  try:
+    with open(os.path.join(folder, workdir_lib.LOG_FILE), encoding='utf-8',
+              errors='replace') as f:
+      return log_wall_seconds(f.read())
+  except OSError:
+    return None
 
 
 def read_evaluations(folder: str) -> dict[str, dict]:
