@@ -69,9 +69,16 @@ def add_size_flags(p: argparse.ArgumentParser) -> None:
                  help='persistent XLA compilation cache folder (as spos_jax.main takes it)')
 
 
-def bench_config(args, seeds: int | None = None, seed_loop: str = 'vmap'):
+# --samplings: name -> (sampling.method, train.uniform_ops)
+SAMPLINGS = {'fair': ('fair', 'drawn'), 'uniform': ('uniform', 'drawn'),
+             'uniform_all': ('uniform', 'all')}
+
+
+def bench_config(args, seeds: int | None = None, seed_loop: str = 'vmap',
+                 sampling: str = 'fair'):
   c = config_lib.base_config()
   c.train.seed_loop = seed_loop
+  c.sampling.method, c.train.uniform_ops = SAMPLINGS[sampling]
   c.model.channels, c.model.cells_per_stage = SIZES[args.size]
   c.seeds = tuple(range(args.seeds if seeds is None else seeds))
   c.model.scan_cells = args.scan_cells
@@ -185,6 +192,7 @@ def measure_train_fast(c, data, base, min_seconds, seed_mode: str):
   _, per_call = steady_seconds(run, states, data, min_seconds)
   images = len(c.seeds) * config_lib.group_size(c) * c.train.batch_size * chunk
   emit(dict(base, seeds=len(c.seeds), benchmark='train', path='fast', seed_mode=seed_mode,
+            sampling=c.sampling.method, uniform_ops=c.train.uniform_ops,
             steps_per_dispatch=chunk, seeds_in_parallel=parallel and seed_mode != 'unrolled',
             images_per_s=round(images / per_call, 1), **stages,
             peak_memory_gb=peak_memory_gb()))
@@ -263,6 +271,10 @@ def main():
   add_size_flags(p)
   p.add_argument('--seed_modes', default='parallel',
                  help=f'comma list of {",".join(SEED_MODES)}: one train/fast row each')
+  p.add_argument('--samplings', default='fair',
+                 help=f'comma list of {",".join(SAMPLINGS)}: train/fast rows for each (a '
+                      'uniform step trains one micro-batch on one path, a fair step |O|; '
+                      'uniform_all runs every op of an edge, train.uniform_ops=all)')
   p.add_argument('--eval_archs', type=int, default=400, help='archs for eval/fast')
   p.add_argument('--reference_eval_archs', type=int, default=10)
   p.add_argument('--min_seconds', type=float, default=5.0, help='steady-state timing span')
@@ -280,11 +292,15 @@ def main():
   base = dict(device_record(), size=args.size, seeds=args.seeds, precision=args.precision,
               batch_size=args.batch_size, scan_cells=args.scan_cells)
   wanted = set(args.only.split(','))
+  samplings = args.samplings.split(',')
+  if not set(samplings) <= set(SAMPLINGS):
+    p.error(f'--samplings={args.samplings}: choose from {",".join(SAMPLINGS)}')
   if 'train_fast' in wanted:
-    for mode in seed_modes:
-      c_mode = bench_config(args, 1 if mode == 'single' else None,
-                            'unrolled' if mode == 'unrolled' else 'vmap')
-      measure_train_fast(c_mode, data, base, args.min_seconds, mode)
+    for sampling in samplings:
+      for mode in seed_modes:
+        c_mode = bench_config(args, 1 if mode == 'single' else None,
+                              'unrolled' if mode == 'unrolled' else 'vmap', sampling)
+        measure_train_fast(c_mode, data, base, args.min_seconds, mode)
   if 'train_reference' in wanted:
     measure_train_reference(c, data, base, args.min_seconds)
   if 'eval_fast' in wanted:

@@ -31,6 +31,18 @@ step per dispatch, 500 validation images; BUILD.md, "CPU scale", has the command
 | score random archs, fair groups | 1.9 archs/s | 0.40 archs/s |
 | score whole cosets, fair groups | 4.2 archs/s | 0.87 archs/s |
 
+Uniform sampling steps one micro-batch on one path. With the seeds unrolled each
+edge's op is a conditional, inside which XLA:CPU runs convolutions many times slower
+(fwd+bwd of one conv: 25 ms alone, 602 ms inside lax.switch, 50 ms with every branch
+computed and one selected); train.uniform_ops='all' runs every allowed op and keeps
+the drawn one's output and statistics, the same step. Measured side by side with 3
+seeds unrolled (benchmarks/cpu_scale.jsonl, the machine busy with other jobs, so
+ratios and not rates): uniform with the conditional 61.6 images/s, with every op
+140.8 (2.3x); in an earlier pair, fair groups 181 and uniform with the conditional
+41.7 (4.3x). Uniform with every op therefore trains at about half the fair rate:
+about 17 min of training per CPU-small run, where the arithmetic below, made before
+uniform was measured, counts 9.1.
+
 Arithmetic per CPU-small run: training 3 seeds x 90,000 images / 493 images/s = 9.1
 min; scoring 200 archs x 3 seeds / 5.4 archs/s = 1.9 min (729 archs: 6.8 min); the
 trajectory's 4 x 40 archs x 3 seeds 1.5 min; compiles about 1 min: about 13.5 min. A
@@ -57,6 +69,7 @@ def get_config():
   config.train.precision = 'fp32'  # XLA:CPU has no fast bf16 convolutions
   config.train.steps_per_dispatch = 1  # XLA:CPU runs loops (lax.scan) slowly
   config.train.seed_loop = 'unrolled'  # 3x the images/s of vmapped seeds on XLA:CPU
+  config.train.uniform_ops = 'all'  # XLA:CPU runs convolutions in a conditional slowly
   config.train.log_every_steps = 10
   config.train.checkpoint_every_steps = 25
   config.data.train_subset = 22500

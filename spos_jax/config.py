@@ -24,13 +24,15 @@ METHODS = ('supernet', 'proxies')
 # |O| micro-batch gradients of a strictly fair step.
 SHARED_LAYER_MODES = ('sum', 'mean', 'every_micro_step')
 SEED_LOOPS = ('vmap', 'unrolled')  # train.seed_loop
+UNIFORM_OPS = ('drawn', 'all')  # train.uniform_ops
 EVAL_PACKINGS = ('fair_groups', 'single_path')  # eval.packing
 PROXY_NAMES = ('synflow', 'jacob_cov', 'snip', 'grad_norm')  # proxies.py computes them
 
 # Keys that do not change what a run computes; a resumed run may differ in them.
 RESUMABLE_KEYS = (
     'train.log_every_steps', 'train.checkpoint_every_steps', 'train.keep_checkpoints',
-    'train.steps_per_dispatch', 'train.seed_loop', 'data.path', 'data.tfds_data_dir',
+    'train.steps_per_dispatch', 'train.seed_loop', 'train.uniform_ops', 'data.path',
+    'data.tfds_data_dir',
     'data.cache_dir',
     'proxies.archs_per_call',
     'eval.', 'bench.',
@@ -87,6 +89,12 @@ def base_config() -> ml_collections.ConfigDict:
   # where XLA's estimate is over the memory) or 'unrolled' (each seed's step written out:
   # XLA:CPU runs vmapped convolutions and loops slowly, so the CPU configs unroll)
   c.train.seed_loop = 'vmap'
+  # How a uniform step with a seed's own path picks each edge's op: 'drawn' runs the
+  # drawn op alone (a conditional), 'all' runs every allowed op and keeps the drawn
+  # one's output and BN statistics (the same step: XLA:CPU runs convolutions inside a
+  # conditional ~20x slower, so the CPU configs run them all). Vmapped seeds ('vmap')
+  # always run them all.
+  c.train.uniform_ops = 'drawn'
   c.train.log_every_steps = 50
   c.train.checkpoint_every_steps = 1000
   c.train.keep_checkpoints = 3
@@ -345,6 +353,7 @@ def validate(config) -> None:
   _check_choice('train.precision', t.precision, PRECISIONS)
   _check_int('train.steps_per_dispatch', t.steps_per_dispatch, 1)
   _check_choice('train.seed_loop', t.seed_loop, SEED_LOOPS)
+  _check_choice('train.uniform_ops', t.uniform_ops, UNIFORM_OPS)
   _check_int('train.log_every_steps', t.log_every_steps, 1)
   _check_int('train.checkpoint_every_steps', t.checkpoint_every_steps, 1)
   _check_int('train.keep_checkpoints', t.keep_checkpoints, 1)

@@ -281,6 +281,13 @@ def fair_group_step(config, model, tx, state: TrainState, data,
     variables = {'params': params, 'batch_stats': state.batch_stats}
     if grouped:
       logits, new_vars = model.apply(variables, x, paths, train=True, mutable=['batch_stats'])
+    elif config.train.uniform_ops == 'all':
+      # A path batched over one member turns each edge's conditional into a select
+      # over every allowed op's output and statistics: the same step, no conditional.
+      logits, new_vars = jax.vmap(
+          lambda path: model.apply(variables, x[0], path, train=True,
+                                   mutable=['batch_stats']))(paths)
+      new_vars = jax.tree.map(lambda a: a[0], new_vars)
     else:
       logits, new_vars = model.apply(variables, x[0], paths[0], train=True,
                                      mutable=['batch_stats'])

@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 COMMON = {'device', 'platform', 'jax', 'commit', 'size', 'seeds', 'precision', 'batch_size',
           'scan_cells', 'benchmark', 'path', 'peak_memory_gb'}
 STAGES = {'trace_s', 'lower_s', 'compile_s'}
-TRAIN_FAST = COMMON | STAGES | {'seed_mode', 'steps_per_dispatch', 'seeds_in_parallel',
-                                'images_per_s'}
+TRAIN_FAST = COMMON | STAGES | {'seed_mode', 'sampling', 'uniform_ops',
+                                'steps_per_dispatch', 'seeds_in_parallel', 'images_per_s'}
 TRAIN_REFERENCE = COMMON | {'steps_per_dispatch', 'seeds_in_parallel', 'images_per_s',
                             'compile_s'}
 EVAL = COMMON | {'archs', 'val_images', 'eval_batch_size', 'groups_per_call', 'archs_per_s',
@@ -44,17 +44,23 @@ def _run_throughput(*flags, timeout=SMOKE_LIMIT_S):
 def test_throughput_benchmark_prints_one_json_line_per_measurement():
   result = _run_throughput(
       '--size=micro', '--seeds=2', '--seed_modes=parallel,sequential,unrolled,single',
+      '--samplings=fair,uniform_all',
       '--only=train_fast,train_reference,eval_fast,eval_reference,eval_sparse',
       '--train_images=200', '--val_images=40', '--batch_size=8', '--eval_archs=2',
       '--reference_eval_archs=1', '--groups_per_call=1', '--eval_batch_size=20',
       '--min_seconds=0.05', '--steps_per_dispatch=1', '--precision=fp32')
   assert result.returncode == 0, result.stderr[-3000:]
   records = [json.loads(line) for line in result.stdout.splitlines()]
-  assert [(r['benchmark'], r['path'], r.get('seed_mode')) for r in records] == [
-      ('train', 'fast', 'parallel'), ('train', 'fast', 'sequential'),
-      ('train', 'fast', 'unrolled'), ('train', 'fast', 'single'), ('train', 'reference', None),
-      ('eval', 'fast', None), ('eval', 'reference', None), ('eval', 'sparse', None),
-      ('eval', 'sparse', None)]
+  modes = ('parallel', 'sequential', 'unrolled', 'single')
+  assert [(r['benchmark'], r['path'], r.get('seed_mode'), r.get('sampling'),
+           r.get('uniform_ops')) for r in records] == (
+      [('train', 'fast', m, 'fair', 'drawn') for m in modes]
+      + [('train', 'fast', m, 'uniform', 'all') for m in modes]
+      + [('train', 'reference') + (None,) * 3, ('eval', 'fast') + (None,) * 3,
+         ('eval', 'reference') + (None,) * 3, ('eval', 'sparse') + (None,) * 3,
+         ('eval', 'sparse') + (None,) * 3])
+  uniform, records = records[4:8], records[:4] + records[8:]
+  assert all(set(r) == TRAIN_FAST and r['images_per_s'] > 0 for r in uniform), uniform
   schema = [TRAIN_FAST] * 4 + [TRAIN_REFERENCE, EVAL | STAGES, EVAL] + [EVAL | {'packing'}] * 2
   for r, keys in zip(records, schema):
     assert set(r) == keys, r

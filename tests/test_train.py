@@ -274,6 +274,44 @@ def test_seeds_one_after_another_equal_seeds_in_parallel(two_seeds, tiny_data, s
   _assert_fp32_close(seq_metrics['loss'], par_metrics['loss'], terms, what='loss')
 
 
+def test_uniform_step_running_every_op_equals_running_the_drawn_one(tiny_config, tiny_data):
+  """train.uniform_ops='all' (every allowed op runs, the drawn one's output and BN
+  statistics are kept: the CPU's uniform step) == 'drawn' (a conditional runs the
+  drawn op alone): params, BN statistics, momentum and loss after one step of two
+  unrolled seeds, each on its own path (fp32). Seeds swapped must fail."""
+  stepped = {}
+  for ops in config_lib.UNIFORM_OPS:
+    config = tiny_config(**{'seeds': (0, 1), 'sampling.method': 'uniform',
+                            'train.seed_loop': 'unrolled', 'train.uniform_ops': ops})
+    model = train.create_model(config)
+    tx = train.create_optimizer(config, tiny_data.num_train)
+    stepped[ops] = train.make_train_chunk(config, model, tx, 100, 1)(
+        train.init_states(model, tx, config.seeds), tiny_data)  # donated
+  start = train.init_states(model, tx, config.seeds)
+  (got, got_metrics), (expected, expected_metrics) = stepped['all'], stepped['drawn']
+  paths = [train.group_inputs(config, tiny_data, s, 0)[2] for s in config.seeds]
+  assert not np.array_equal(paths[0], paths[1])  # the seeds drew different paths
+  terms = _summed_terms(config, steps=1)
+  swapped = lambda tree: jax.tree.map(lambda a: a[::-1], tree)
+  for name, (a, b, begin) in {
+      'params': (got.params, expected.params, start.params),
+      'batch_stats': (got.batch_stats, expected.batch_stats, start.batch_stats),
+      'momentum': (_trace(got.opt_state), _trace(expected.opt_state), None),
+  }.items():
+    _assert_fp32_close(a, b, terms, begin, what=name)
+    if name != 'batch_stats':
+      _assert_not_fp32_close(a, swapped(b), terms, None if begin is None else swapped(begin),
+                             what=f'{name} (swapped)')
+  # The statistics of ops neither seed drew stay as initialised, the same in both seeds;
+  # swapping must catch every one that a step moved.
+  moved = {k for k, v in _leaves(expected.batch_stats).items()
+           if not np.array_equal(v, _leaves(start.batch_stats)[k])}
+  caught = _fp32_mismatches(got.batch_stats, swapped(expected.batch_stats), terms,
+                            swapped(start.batch_stats))
+  assert moved and moved <= set(caught), sorted(moved - set(caught))
+  _assert_fp32_close(got_metrics['loss'], expected_metrics['loss'], terms, what='loss')
+
+
 def test_seeds_train_one_after_another_when_all_at_once_would_not_fit(
     two_seeds, tiny_data, monkeypatch, caplog):
   """A device limit between the two estimates: train picks the sequential step and
