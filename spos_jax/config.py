@@ -32,10 +32,7 @@ PROXY_NAMES = ('synflow', 'jacob_cov', 'snip', 'grad_norm')  # proxies.py comput
 RESUMABLE_KEYS = (
     'train.log_every_steps', 'train.checkpoint_every_steps', 'train.keep_checkpoints',
     'train.steps_per_dispatch', 'train.seed_loop', 'train.uniform_ops', 'data.path',
-    'data.tfds_data_dir',
-    'data.cache_dir',
-    'proxies.archs_per_call',
-    'eval.', 'bench.',
+    'data.tfds_data_dir', 'data.cache_dir', 'proxies.archs_per_call', 'eval.', 'bench.',
 )
 
 

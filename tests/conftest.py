@@ -14,6 +14,9 @@ through the environment, cut that:
 - A persistent compilation cache in a temporary folder (this test run only), so the
   second and later compilations of the same program, in this process or a child,
   load the first's result. SPOS_TEST_COMPILE_CACHE=0 turns it off.
+XLA:CPU compiles on one thread, so the suite runs in two processes (`pytest -n 2
+--dist loadfile`, pytest-xdist: each test file in one worker, its module fixtures
+built once); the workers inherit both settings, and so share the cache.
 """
 import atexit
 import os
@@ -21,11 +24,16 @@ from pathlib import Path
 import shutil
 import tempfile
 
-# XLA:CPU options: read from XLA_FLAGS when jax starts its backend, so set first.
+# XLA:CPU options: read from XLA_FLAGS when jax starts its backend, so set first
+# (once: pytest-xdist's workers inherit them from the process that starts them).
 FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
-if os.environ.get('SPOS_TEST_FAST_COMPILE', '1') != '0':
-  os.environ['XLA_FLAGS'] = ' '.join(filter(None, [os.environ.get('XLA_FLAGS', '')] + [
-      f'--{k}={str(v).lower()}' for k, v in FAST_COMPILE.items()]))
+_FAST_FLAGS = [f'--{k}={str(v).lower()}' for k, v in FAST_COMPILE.items()]
+if (os.environ.get('SPOS_TEST_FAST_COMPILE', '1') != '0'
+    and _FAST_FLAGS[0] not in os.environ.get('XLA_FLAGS', '')):
+  os.environ['XLA_FLAGS'] = ' '.join(filter(None, [os.environ.get('XLA_FLAGS', '')] + _FAST_FLAGS))
+# Workers of `pytest -n N` share one accelerator: none may take most of its memory.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp
