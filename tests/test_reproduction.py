@@ -310,6 +310,19 @@ def test_a_random_sample_beside_the_groups_stands_for_the_whole_space(bench, tmp
   assert (full.eval_name, full.archs, full.sampled) == ('running-all-seed0', 15625, False)
 
 
+def test_a_rescoring_in_another_bn_mode_is_not_a_sample_of_the_space(bench, tmp_path):
+  root = str(tmp_path)
+  write_run(root, bench, 's-all', PAPER['s-all'])
+  write_run(root, bench, 's-all', PAPER['s-all'], eval_fields={
+      'eval.name': 'batch-groups', 'eval.bn_mode': 'batch'})
+  write_run(root, bench, 's-all', PAPER['s-all'], seeds=(0,), eval_fields={
+      'eval.name': 'batch-all', 'eval.bn_mode': 'batch', 'eval.scope': 'all'})
+  assert claims.gather(root).full_space == {}
+  write_run(root, bench, 's-all', PAPER['s-all'], eval_fields={
+      'eval.name': 'running-random300', 'eval.random_size': 300})
+  assert claims.gather(root).full_space['s-all'].eval_name == 'running-random300'
+
+
 def test_a_proxy_ranking_of_the_whole_space_is_not_the_super_networks(bench, tmp_path):
   name = 's-mask_none+avg_pool_3x3'
   write_run(str(tmp_path), bench, name, PAPER[name])

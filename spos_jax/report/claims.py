@@ -28,6 +28,7 @@ QUEUE = (
     's-uniform-mask_none', 'm-all', 'm-mask_none')
 GROUPS_EVAL = 'running-groups'  # the paper's groups, training's BN statistics
 ALL_SCOPE_EVAL = 'running-all'  # every seed over the whole subset: holds the groups too
+GROUPS_BN_MODE = 'running'  # the BN mode of both
 VERDICTS = ('holds', 'does not hold', 'not yet run')
 MISSING = '–'
 
@@ -119,18 +120,25 @@ def _seed_means(summary: dict, group: str) -> dict | None:
     return None
 
 
+def _other_bn_mode(summary: dict) -> bool:
+  """Whether an evaluation's BN mode is not the groups evaluation's (training's running
+  statistics): a rescoring in another mode ranks with another estimator."""
+  return (summary.get('config') or {}).get('eval.bn_mode', GROUPS_BN_MODE) != GROUPS_BN_MODE
+
+
 def whole_space_of(evaluations: dict[str, dict]) -> FullSpace | None:
   """The whole-subset ranking with the most seeds (eval.scope=all), if any.
 
   A one-seed whole-space evaluation of a five-seed run is fine here: the numbers
   come from its own metrics.json and seeds. An evaluation that scored fewer archs
-  than its subset holds is not whole-space, and one scored by a zero-cost proxy is
-  not the super-network's: both are skipped.
+  than its subset holds is not whole-space, and one scored by a zero-cost proxy or
+  in another BN mode is not the estimator the verdicts read: all are skipped.
   """
   best = None
   for name, summary in evaluations.items():
     config = summary.get('config') or {}
-    if config.get('eval.scope') != 'all' or runs_lib.is_proxy_evaluation(name, summary):
+    if (config.get('eval.scope') != 'all' or runs_lib.is_proxy_evaluation(name, summary)
+        or _other_bn_mode(summary)):
       continue
     archs = int(summary.get('evaluated_archs', -1))
     values = _seed_means(summary, 'all')
@@ -148,11 +156,13 @@ def random_sample_of(evaluations: dict[str, dict]) -> FullSpace | None:
 
   The groups evaluation's own random group is a point of Fig. 4, not a sample of the
   space: only a rescoring under another name (e.g. `eval.random_size=1000`) counts.
-  Proxy rankings are not the super-network's and are skipped.
+  Proxy rankings and rescorings in another BN mode are not the estimator the
+  verdicts read, and are skipped.
   """
   best = None
   for name, summary in evaluations.items():
-    if name in (GROUPS_EVAL, ALL_SCOPE_EVAL) or runs_lib.is_proxy_evaluation(name, summary):
+    if (name in (GROUPS_EVAL, ALL_SCOPE_EVAL) or runs_lib.is_proxy_evaluation(name, summary)
+        or _other_bn_mode(summary)):
       continue
     values = _seed_means(summary, 'random')
     subset = (summary.get('bench') or {}).get('archs_in_subset')
