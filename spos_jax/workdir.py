@@ -336,8 +336,37 @@ def _file_sha256(path: str) -> str | None:
     return None
 
 
+def cpu_model(cpuinfo: str) -> str | None:
+  """The first processor's model in /proc/cpuinfo text, with its family and model
+  numbers where given ('AMD EPYC (family 26, model 2)'): vendors give one model name
+  to several generations, and XLA:CPU compiles for the host's instruction set, so a
+  CPU run's floats can differ between them."""
+  fields = {}
+  for line in cpuinfo.splitlines():
+    key, sep, value = line.partition(':')
+    if not sep:
+      if fields:
+        break  # the first processor's block has ended
+      continue
+    fields.setdefault(key.strip(), value.strip())
+  name = fields.get('model name')
+  if name and 'cpu family' in fields:
+    name += f' (family {fields["cpu family"]}, model {fields.get("model", "?")})'
+  return name
+
+
+def _host_cpu() -> str:
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+      model = cpu_model(f.read())
+  except OSError:
+    model = None
+  return model or platform.processor() or platform.machine() or 'unknown'
+
+
 def run_info(config) -> dict:
-  """What produced this run: versions, device, commit, data split, bench file hash."""
+  """What produced this run: versions, device and host CPU, commit, data split, bench
+  file hash."""
   devices = jax.devices()
   bench_path = bench_lib.resolve_path(config.bench.path)  # builtin: the packaged table
   return dict(
@@ -345,7 +374,8 @@ def run_info(config) -> dict:
       bench_sha256=_file_sha256(bench_path) if bench_path else None,
       packages=_package_versions(), python=platform.python_version(),
       device_kind=devices[0].device_kind, platform=devices[0].platform,
-      device_count=len(devices), git_commit=_git_commit(),
+      device_count=len(devices), host_cpu=_host_cpu(), host_cpu_count=os.cpu_count(),
+      git_commit=_git_commit(),
       data_split_seed=config.data.split_seed, data_source=config_lib.data_source(config),
       data_path=config.data.path)
 

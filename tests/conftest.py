@@ -15,8 +15,9 @@ through the environment, cut that:
   second and later compilations of the same program, in this process or a child,
   load the first's result. SPOS_TEST_COMPILE_CACHE=0 turns it off.
 XLA:CPU compiles on one thread, so the suite runs in two processes (`pytest -n 2
---dist loadfile`, pytest-xdist: each test file in one worker, its module fixtures
-built once); the workers inherit both settings, and so share the cache.
+--dist worksteal`, pytest-xdist: a worker that runs out of tests takes some of the
+other's, so one long file does not hold the end of the run); the workers inherit both
+settings, and so share the cache: a module fixture built in both workers compiles once.
 """
 import atexit
 import os

@@ -1,8 +1,8 @@
 """launch.sweep: local runs end to end, the Slurm array script, a real Slurm submission.
 
-End-to-end runs are tiny main jobs on the CPU (configs/tiny.py shrunk further). They
-share one XLA compilation cache, so only the first pays the compile (about a minute
-on 2 cores); the others take 10-25 s each. The progress and run-folder tests run
+End-to-end runs are tiny main jobs on the CPU (configs/tiny.py shrunk further). Every
+sweep root's compilation cache is one folder (runs_root), so only the first job pays
+the compile (about a minute on 2 cores); the others take 10-25 s each. The progress and run-folder tests run
 fake jobs (a few lines of Python) through the local launcher instead.
 """
 import contextlib
@@ -60,6 +60,17 @@ def env(tmp_path_factory):
   }
 
 
+def runs_root(folder: Path, env) -> Path:
+  """folder/runs, its compilation cache (ROOT/.jax_cache, launch/plan.py) a link to the
+  module's: the end-to-end tests train the same tiny program, and only the first
+  compiles it."""
+  root = folder / 'runs'
+  root.mkdir()
+  (root / plan.COMPILATION_CACHE).symlink_to(env['JAX_COMPILATION_CACHE_DIR'],
+                                             target_is_directory=True)
+  return root
+
+
 def write_sweep(folder: Path, runs) -> Path:
   """A sweep file of (name, overrides) runs on configs/tiny.py (size 't')."""
   path = folder / 'tiny_sweep.py'
@@ -102,7 +113,7 @@ def wait_until(condition, process, limit_s):
 
 def test_local_interrupted_run_resumes_then_finished_runs_skip(tmp_path, env):
   """'ranked' ranks the bench (done = results), 'trained' only trains (done = TRAINED)."""
-  root = tmp_path / 'runs'
+  root = runs_root(tmp_path, env)
   args = ['--sweep', write_sweep(tmp_path, [('ranked', BENCH_OVERRIDES), ('trained', NO_BENCH)]),
           '--root', root, *TINY_FLAGS]
   first = subprocess.Popen(launch_command(*args), cwd=REPO, env=env, text=True,
@@ -154,8 +165,7 @@ def break_run_folders(root: Path) -> dict[str, str]:
 
 def test_local_failed_runs_are_reported_and_the_others_run(tmp_path, env):
   """Every run whose folder cannot hold it fails with the reason; the good one trains."""
-  root = tmp_path / 'runs'
-  root.mkdir()
+  root = runs_root(tmp_path, env)
   broken = break_run_folders(root)
   sweep = write_sweep(tmp_path, [(name, NO_BENCH) for name in [*broken, 'good']])
   result = launch('--sweep', sweep, '--root', root, *TINY_FLAGS, env=env)
@@ -421,7 +431,7 @@ def test_real_slurm_submission(tmp_path, env):
   reason = slurm_unavailable()
   if reason:
     pytest.skip(reason)
-  root = tmp_path / 'runs'
+  root = runs_root(tmp_path, env)
   sweep = write_sweep(tmp_path, [('one', {})])
   result = launch('--sweep', sweep, '--root', root, '--backend=slurm', '--wait',
                   '--gpus_per_run=0', '--config.bench.path=none', *TINY_FLAGS, env=env)

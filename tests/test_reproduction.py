@@ -129,7 +129,8 @@ def band_scores(design, groups, truth, num_seeds, rng):
   return scores
 
 
-def write_run(root, bench, name, design, *, eval_fields=None, seeds=SEEDS, info=None):
+def write_run(root, bench, name, design, *, eval_fields=None, seeds=SEEDS, info=None,
+              noise_seed=0):
   """One run folder: config.json, run_info.json and one results folder."""
   config = run_config(name, design, seeds, **(eval_fields or {}))
   folder = os.path.join(root, name)
@@ -139,10 +140,11 @@ def write_run(root, bench, name, design, *, eval_fields=None, seeds=SEEDS, info=
                             config_lib.flatten(train_config))
   workdir.write_json_atomic(os.path.join(folder, 'run_info.json'), info or {
       'device_kind': 'NVIDIA H200', 'git_commit': 'abc1234', 'packages': {'jax': '0.11.2'}})
-  subset = bench_lib.restrict(bench, config_lib.allowed_ops(config))
+  subset = bench_lib.ranked_subset(bench, config_lib.allowed_ops(config),
+                                   unique=config.eval.scope == 'unique')
   rows, groups, _ = run_lib.scored_rows(config, subset)
   truth = subset.metric(config.bench.metric)[rows]
-  rng = np.random.default_rng(sum(map(ord, name)))
+  rng = np.random.default_rng(sum(map(ord, name)) + noise_seed)
   scores = band_scores(design, groups, truth, len(seeds), rng)
   results.write(os.path.join(folder, 'results', results.results_name(config.eval)),
                 config=config, bench=subset, seeds=seeds, indices=subset.indices[rows],
@@ -323,6 +325,74 @@ def test_a_rescoring_in_another_bn_mode_is_not_a_sample_of_the_space(bench, tmp_
   assert claims.gather(root).full_space['s-all'].eval_name == 'running-random300'
 
 
+def test_a_unique_ranking_is_tabulated_beside_the_other_protocols(bench, tmp_path):
+  """eval.scope=unique: one row per isomorphism class (6466 of 15625), its numbers from
+  its own seeds; its random group (classes, not archs) is no sample of the space."""
+  root = str(tmp_path)
+  write_run(root, bench, 's-all', PAPER['s-all'])
+  scores, truth = write_run(root, bench, 's-all', PAPER['s-all'],
+                            eval_fields={'eval.scope': 'unique'})
+  evidence = claims.gather(root)
+  assert evidence.full_space == {}
+  unique = evidence.unique['s-all']
+  assert (unique.eval_name, unique.archs, unique.subset_archs, unique.sampled) == (
+      'running-unique', 6466, 15625, False)
+  assert unique.archs_text == '6466 (unique archs of 15625)'
+  taus = [metrics.kendall_tau(scores[s], truth) for s in range(len(SEEDS))]
+  assert unique.kendall_tau == pytest.approx((np.mean(taus), np.std(taus, ddof=1)))
+  write_run(root, bench, 's-all', PAPER['s-all'], eval_fields={
+      'eval.name': 'running-random300', 'eval.random_size': 300})
+  evidence = claims.gather(root)
+  [header, _, row] = reproduction_page.unique_section({'results/cpu': evidence})
+  assert header.startswith('| run | folder | evaluation |')
+  groups = stats.group_stat(evidence.runs['s-all'], 'all', 'kendall_tau')
+  sample = evidence.full_space['s-all'].kendall_tau
+  assert row == ('| `s-all` | `results/cpu` | `running-unique` | 3 (0, 1, 2) | 6466 (unique '
+                 f'archs of 15625) | {claims.fmt(*unique.kendall_tau, digits=3)} | '
+                 f'{claims.fmt(*unique.spearman, digits=3)} | '
+                 f'{claims.fmt(*groups, digits=3)} over '
+                 f'{int(evidence.runs["s-all"].metrics["groups"]["all"]["n"]["mean"])} | '
+                 f'{claims.fmt(*sample, digits=3)} over 300 (random sample of 15625) |')
+
+
+def test_a_run_trained_again_is_compared_seed_by_seed(bench, tmp_path):
+  first, again = str(tmp_path / 'first'), str(tmp_path / 'again')
+  info = {'git_commit': 'abc1234', 'packages': {'jax': '0.11.2'}, 'data_sha256': 'd1'}
+  first_scores, truth = write_run(first, bench, 's-all', PAPER['s-all'], info=info)
+  again_scores, _ = write_run(again, bench, 's-all', PAPER['s-all'], noise_seed=1,
+                              info=dict(info, host_cpu='AMD EPYC (family 26, model 2)',
+                                        platform='cpu', device_kind='cpu'))
+  # A CPU run's device is its host CPU: XLA:CPU compiles for its instruction set.
+  assert any('| cpu: AMD EPYC (family 26, model 2), jax 0.11.2 |' in line
+             for line in reproduction_page.runs_section(claims.gather(again)))
+  lines = reproduction_page.rerun_section(claims.gather(first), claims.gather(again))
+  config = run_config('s-all', PAPER['s-all'])
+  _, groups, _ = run_lib.scored_rows(config, bench_lib.restrict(bench,
+                                                                config_lib.allowed_ops(config)))
+  random = groups['random']
+  for seed in SEEDS:
+    row = next(line for line in lines if line.startswith(f'| `s-all` | {seed} |'))
+    taus = [metrics.kendall_tau(s[seed], truth) for s in (first_scores, again_scores)]
+    sample = [metrics.kendall_tau(s[seed][random], truth[random])
+              for s in (first_scores, again_scores)]
+    assert f'{taus[0]:+.3f} → {taus[1]:+.3f} | {sample[0]:+.3f} → {sample[1]:+.3f}' in row
+  note = lines[-3]
+  assert 'the same: package versions, data contents (sha256), commit;' in note
+  assert 'host CPU: not recorded → AMD EPYC (family 26, model 2)' in note
+  # A_N as designed, whatever the noise: no verdict moves. A rerun that ranks
+  # otherwise moves F1, and the page says so.
+  assert lines[-1] == ('With the runs trained again (`s-all`) in place of the first ones, '
+                       'every verdict stays.')
+  other = str(tmp_path / 'other')
+  write_run(other, bench, 's-all', NOT_PAPER['s-all'])
+  line = reproduction_page.rerun_section(claims.gather(first), claims.gather(other))[-1]
+  assert line.startswith('With the runs trained again (`s-all`) in place of the first ones: '
+                         'F1 does not hold (τa '), line
+  assert line.endswith('; with the first runs holds). The other verdicts stay.'), line
+  assert reproduction_page.rerun_section(claims.gather(first), claims.gather(str(tmp_path))) \
+      == ['No run of the queue has been trained again.']
+
+
 def test_a_proxy_ranking_of_the_whole_space_is_not_the_super_networks(bench, tmp_path):
   name = 's-mask_none+avg_pool_3x3'
   write_run(str(tmp_path), bench, name, PAPER[name])
@@ -425,16 +495,17 @@ def test_committed_page_matches_the_committed_results(tmp_path):
   shutil.copy(PAGE, page)
   figures = tmp_path / 'results' / 'paper' / 'figures'  # same relative links as the repo's
   cpu = reproduction_page.cpu_scale(os.path.join(REPO, 'results', 'cpu'),
-                                    str(tmp_path / 'results' / 'cpu' / 'figures'))
+                                    str(tmp_path / 'results' / 'cpu' / 'figures'),
+                                    os.path.join(REPO, 'results', 'cpu_rerun'))
   reproduction_page.write_page(os.path.join(REPO, 'results', 'paper'), str(page), str(figures),
                                cpu)
   regenerated, committed = page.read_text(), open(PAGE).read()
   diff = ''.join(difflib.unified_diff(committed.splitlines(True), regenerated.splitlines(True),
                                       'REPRODUCTION.md', 'regenerated', n=1))
   assert page.read_bytes() == open(PAGE, 'rb').read(), (
-      'REPRODUCTION.md differs from what results/paper and results/cpu give; run `python -m '
-      f'spos_jax.reproduction --root=results/paper --cpu_root=results/cpu '
-      f'--page=REPRODUCTION.md`:\n{diff}')
+      'REPRODUCTION.md differs from what results/paper, results/cpu and results/cpu_rerun '
+      f'give; run `python -m spos_jax.reproduction --root=results/paper --cpu_root=results/cpu '
+      f'--cpu_rerun_root=results/cpu_rerun --page=REPRODUCTION.md`:\n{diff}')
 
 
 # ---------------------------------------------------------------------------

@@ -208,3 +208,13 @@ def test_run_info_records_the_resolved_bench_file_and_its_sha256():
   config.bench.path = 'none'
   info = workdir_lib.run_info(config)
   assert info['bench_path'] is None and info['bench_sha256'] is None
+  assert info['host_cpu'] and info['host_cpu_count'] == os.cpu_count()
+
+
+def test_cpu_model_is_the_first_processors_with_family_and_model():
+  cpuinfo = ('processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n'
+             'model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 25\n'
+             'model name\t: Other\n')
+  assert workdir_lib.cpu_model(cpuinfo) == 'AMD EPYC (family 26, model 2)'
+  assert workdir_lib.cpu_model('model name : Neoverse\n') == 'Neoverse'
+  assert workdir_lib.cpu_model('CPU implementer : 0x41\n') is None

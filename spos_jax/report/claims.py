@@ -75,13 +75,16 @@ class FullSpace:
   kendall_tau: tuple[float, float | None]  # mean, std over seeds
   spearman: tuple[float, float | None]
   subset_archs: int = 0  # archs in the subset; 0 when archs is the whole subset
+  unique: bool = False  # archs are isomorphism classes of the subset_archs (eval.scope=unique)
 
   @property
   def sampled(self) -> bool:
-    return bool(self.subset_archs) and self.archs < self.subset_archs
+    return bool(self.subset_archs) and self.archs < self.subset_archs and not self.unique
 
   @property
   def archs_text(self) -> str:
+    if self.unique:
+      return f'{self.archs} (unique archs of {self.subset_archs})'
     return (f'{self.archs} (random sample of {self.subset_archs})' if self.sampled
             else str(self.archs))
 
@@ -93,6 +96,7 @@ class Evidence:
   full_space: dict[str, FullSpace]
   run_info: dict[str, dict]
   absent: dict[str, str]  # queue name -> why it has no usable groups evaluation
+  unique: dict[str, FullSpace] = dataclasses.field(default_factory=dict)
 
   def present(self, names: Sequence[str]) -> list[runs_lib.Run]:
     return [self.runs[n] for n in names if n in self.runs]
@@ -157,12 +161,14 @@ def random_sample_of(evaluations: dict[str, dict]) -> FullSpace | None:
   The groups evaluation's own random group is a point of Fig. 4, not a sample of the
   space: only a rescoring under another name (e.g. `eval.random_size=1000`) counts.
   Proxy rankings and rescorings in another BN mode are not the estimator the
-  verdicts read, and are skipped.
+  verdicts read, and are skipped; so is a unique-scope evaluation, whose random group
+  samples isomorphism classes, not archs.
   """
   best = None
   for name, summary in evaluations.items():
     if (name in (GROUPS_EVAL, ALL_SCOPE_EVAL) or runs_lib.is_proxy_evaluation(name, summary)
-        or _other_bn_mode(summary)):
+        or _other_bn_mode(summary)
+        or (summary.get('config') or {}).get('eval.scope') == 'unique'):
       continue
     values = _seed_means(summary, 'random')
     subset = (summary.get('bench') or {}).get('archs_in_subset')
@@ -174,6 +180,27 @@ def random_sample_of(evaluations: dict[str, dict]) -> FullSpace | None:
                           int(subset))
     if best is None or (candidate.archs, len(candidate.seeds)) > (best.archs,
                                                                    len(best.seeds)):
+      best = candidate
+  return best
+
+
+def unique_of(evaluations: dict[str, dict]) -> FullSpace | None:
+  """The ranking of one arch per isomorphism class (eval.scope=unique) with the most
+  seeds, if any; proxy rankings and rescorings in another BN mode are skipped."""
+  best = None
+  for name, summary in evaluations.items():
+    config = summary.get('config') or {}
+    if (config.get('eval.scope') != 'unique' or runs_lib.is_proxy_evaluation(name, summary)
+        or _other_bn_mode(summary)):
+      continue
+    values = _seed_means(summary, 'all')
+    classes_of = (summary.get('bench') or {}).get('archs_in_classes')
+    if values is None or not classes_of:
+      continue
+    candidate = FullSpace(name, tuple(str(s) for s in summary['seeds']),
+                          int(summary['evaluated_archs']), values['kendall_tau'],
+                          values['spearman'], int(classes_of), unique=True)
+    if best is None or len(candidate.seeds) > len(best.seeds):
       best = candidate
   return best
 
@@ -197,6 +224,9 @@ def gather(root: str) -> Evidence:
     full = full_space_of(evaluations)
     if full is not None:
       evidence.full_space[name] = full
+    unique = unique_of(evaluations)
+    if unique is not None:
+      evidence.unique[name] = unique
     evidence.run_info[name] = runs_lib.read_run_info(folder)
     chosen = groups_evaluation(evaluations)
     if chosen is None:

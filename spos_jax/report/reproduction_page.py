@@ -2,13 +2,17 @@
 whole-space numbers against outside anchors.
 
   python -m spos_jax.reproduction --root=results/paper --page=REPRODUCTION.md \\
-      [--figures=results/paper/figures] [--cpu_root=results/cpu]
+      [--figures=results/paper/figures] [--cpu_root=results/cpu] \
+      [--cpu_rerun_root=results/cpu_rerun]
 
 The page judges the claims at two scales, each from its own folder of runs and never
 comparing runs across them: the paper's networks (--root, sections `runs`, `claims`,
 `figure4`, `full_space`) and the CPU scale (--cpu_root, configs/cpu_small.py and
 cpu_medium.py; the same sections prefixed `cpu_`, plus `cpu_trajectory`), with the
-verdicts of both side by side in `verdicts`.
+verdicts of both side by side in `verdicts`. With --cpu_rerun_root (runs of the CPU
+scale trained again from their own config.json, e.g. on another machine), also
+`cpu_rerun` (each seed's numbers, first and again) and `cpu_unique` (rankings of the
+unique archs, eval.scope=unique, beside the other protocols on the same weights).
 
 ROOT holds one folder per run of the queue (claims.QUEUE), named as the sweep
 launcher names them (launch/grid.py), each with config.json, run_info.json and
@@ -43,6 +47,7 @@ from spos_jax.report import stats
 
 FIGURES_DIR = os.path.join('results', 'paper', 'figures')
 CPU_ROOT = os.path.join('results', 'cpu')
+CPU_RERUN_ROOT = os.path.join('results', 'cpu_rerun')
 FIGURE_DPI = 110
 
 
@@ -54,15 +59,16 @@ class Scale:
   root: str
   figures: str
   prefix: str  # of its sections' marker names: '' or 'cpu_'
+  rerun_root: str = ''  # runs of root trained again from their config.json; '' for none
 
 
 def paper_scale(root: str, figures_dir: str) -> Scale:
   return Scale('paper scale', 'results/paper', root, figures_dir, '')
 
 
-def cpu_scale(root: str, figures_dir: str | None = None) -> Scale:
+def cpu_scale(root: str, figures_dir: str | None = None, rerun_root: str = '') -> Scale:
   return Scale('CPU scale', 'results/cpu', root,
-               figures_dir or os.path.join(root, 'figures'), 'cpu_')
+               figures_dir or os.path.join(root, 'figures'), 'cpu_', rerun_root)
 
 
 # ---------------------------------------------------------------------------
@@ -146,6 +152,12 @@ def _link(path: str, page_dir: str, alt: str) -> str:
   return f'![{alt}]({os.path.relpath(path, page_dir).replace(os.sep, "/")})'
 
 
+def _root_label(root: str) -> str:
+  """A root's last two path parts ('results/cpu_rerun'), wherever it is checked out."""
+  path = os.path.abspath(root)
+  return f'{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}'
+
+
 def runs_section(evidence: claims.Evidence) -> list[str]:
   """The queue: each run's state and settings, from its files."""
   lines = [f'{len(evidence.runs)} of {len(claims.QUEUE)} runs of the queue have results.',
@@ -165,8 +177,10 @@ def runs_section(evidence: claims.Evidence) -> list[str]:
     walls.append(wall)
     info = evidence.run_info.get(name, {})
     jax_version = (info.get('packages') or {}).get('jax')
-    device = (info.get('device_kind', claims.MISSING)
-              + (f', jax {jax_version}' if jax_version else ''))
+    device = info.get('device_kind', claims.MISSING)
+    if info.get('platform') == 'cpu' and info.get('host_cpu'):
+      device = f'cpu: {info["host_cpu"]}'  # XLA:CPU's code, so its floats, depend on it
+    device += f', jax {jax_version}' if jax_version else ''
     commit = f'`{info["git_commit"]}`' if info.get('git_commit') else claims.MISSING
     lines.append(f'| {i} | `{name}` | results (`{run.eval_name}`) | '
                  f'{run.config.get("train.epochs")} | {claims.seeds_text(run.seeds)} | '
@@ -246,6 +260,108 @@ def full_space_section(evidence: claims.Evidence, page_dir: str, figures_dir: st
                   'anchors\'.', '',
                   _link(path, page_dir, 'whole-space Kendall tau and Spearman against the '
                         'anchors')]
+
+
+def _same_weights_text(evidence: claims.Evidence, name: str) -> list[str]:
+  """The run's groups `all` Kendall tau and its whole-space / sample one: the other
+  protocols on the same weights."""
+  run = evidence.runs.get(name)
+  groups = claims.MISSING
+  if run is not None and 'all' in run.metrics.get('groups', {}):
+    n = int(run.metrics['groups']['all']['n']['mean'])
+    groups = f'{claims.fmt(*stats.group_stat(run, "all", "kendall_tau"), digits=3)} over {n}'
+  full = evidence.full_space.get(name)
+  space = (f'{claims.fmt(*full.kendall_tau, digits=3)} over {full.archs_text}' if full
+           else claims.MISSING)
+  return [groups, space]
+
+
+def unique_section(evidences: dict[str, claims.Evidence]) -> list[str]:
+  """Runs ranked over the isomorphism classes (eval.scope=unique), beside the other
+  protocols on the same weights; `evidences` maps each root's label to its runs."""
+  rows = [(label, name, entry) for label, evidence in evidences.items()
+          for name, entry in evidence.unique.items()]
+  if not rows:
+    return ['No run has a unique-architecture evaluation (`eval.scope=unique`) yet.']
+  lines = ['| run | folder | evaluation | seeds | archs ranked | Kendall tau | Spearman | '
+           'Kendall tau, groups `all` | Kendall tau, whole space or its sample |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for label, name, entry in rows:
+    lines.append(f'| `{name}` | `{label}` | `{entry.eval_name}` | '
+                 f'{claims.seeds_text(entry.seeds)} | {entry.archs_text} | '
+                 f'{claims.fmt(*entry.kendall_tau, digits=3)} | '
+                 f'{claims.fmt(*entry.spearman, digits=3)} | '
+                 + ' | '.join(_same_weights_text(evidences[label], name)) + ' |')
+  return lines
+
+
+# run_info.json fields that say what produced a run, compared between a run and its rerun.
+PROVENANCE = (('packages', 'package versions'), ('data_sha256', 'data contents (sha256)'),
+              ('bench_sha256', 'bench table (sha256)'), ('git_commit', 'commit'),
+              ('host_cpu', 'host CPU'))
+
+
+def rerun_section(first: claims.Evidence, again: claims.Evidence) -> list[str]:
+  """Runs trained twice from the same config.json: each seed's numbers side by side,
+  and what differed in their records."""
+  names = [n for n in claims.QUEUE if n in first.runs and n in again.runs]
+  if not names:
+    return ['No run of the queue has been trained again.']
+  lines = ['| run | seed | Kendall tau, groups `all` | Kendall tau, random group | '
+           'super-net acc (%), groups `all` | τa |', '|---|---|---|---|---|---|']
+  notes = []
+  for name in names:
+    runs = (first.runs[name], again.runs[name])
+    configs = [r.config for r in runs]
+    shared = configs[0].keys() & configs[1].keys()
+    changed = sorted(k for k in shared if configs[0][k] != configs[1][k])
+    if changed:
+      notes.append(f'`{name}`: the two config.json differ in {", ".join(changed)}; its rows '
+                   f'compare different runs.')
+    one_only = sorted(configs[0].keys() ^ configs[1].keys())
+    if one_only:
+      notes.append(f'`{name}`: keys only one config.json records (options added to the '
+                   f'package in between): {", ".join(one_only)}.')
+    for seed in runs[0].seeds:
+      if seed not in runs[1].seeds:
+        continue
+      cells = []
+      for group, field, digits in (('all', 'kendall_tau', 3), ('random', 'kendall_tau', 3),
+                                   ('all', 'mean_supernet_acc', 2)):
+        values = [r.metrics['groups'][group]['per_seed'][seed][field] for r in runs]
+        cells.append(' → '.join(claims.fmt(v, digits=digits, signed=field == 'kendall_tau')
+                                for v in values))
+      cells.append(' → '.join(claims.fmt(r.metrics['tau_a']['per_seed'][seed], digits=3)
+                              for r in runs))
+      lines.append(f'| `{name}` | {seed} | ' + ' | '.join(cells) + ' |')
+    infos = (first.run_info.get(name, {}), again.run_info.get(name, {}))
+    same = [label for key, label in PROVENANCE
+            if key in infos[0] and infos[0].get(key) == infos[1].get(key)]
+    differ = [f'{label}: {infos[0].get(key, "not recorded")} → {infos[1].get(key, "not recorded")}'
+              for key, label in PROVENANCE if key != 'packages'
+              and infos[0].get(key) != infos[1].get(key)]
+    notes.append(f'`{name}`, the same: {", ".join(same) or "nothing recorded"}; '
+                 f'different: {"; ".join(differ) or "nothing recorded"}.')
+  return (lines + ['', 'Each cell: first run → the run again.', '']
+          + [f'- {n}' for n in notes] + ['', verdicts_with_reruns(first, again, names)])
+
+
+def verdicts_with_reruns(first: claims.Evidence, again: claims.Evidence,
+                         names: Sequence[str]) -> str:
+  """Which verdicts change when the runs trained again stand in for the first ones."""
+  swapped = dataclasses.replace(
+      first, runs={**first.runs, **{n: again.runs[n] for n in names}},
+      full_space={**{n: v for n, v in first.full_space.items() if n not in names},
+                  **{n: again.full_space[n] for n in names if n in again.full_space}})
+  before = {f.claim.id: f for f in claims.findings(first)}
+  after = {f.claim.id: f for f in claims.findings(swapped)}
+  changed = [f'{i} {after[i].verdict} ({after[i].ours}; with the first runs '
+             f'{before[i].verdict})' for i in before if after[i].verdict != before[i].verdict]
+  runs = ', '.join(f'`{n}`' for n in names)
+  if not changed:
+    return f'With the runs trained again ({runs}) in place of the first ones, every verdict stays.'
+  return (f'With the runs trained again ({runs}) in place of the first ones: '
+          + '; '.join(changed) + '. The other verdicts stay.')
 
 
 def _last_change(series: stats.Series) -> float:
@@ -354,6 +470,11 @@ def write_page(root: str, page_path: str, figures_dir: str,
     cpu_evidence = claims.gather(cpu.root)
     sections.update(generated_sections(cpu_evidence, page_dir, os.path.abspath(cpu.figures),
                                        cpu))
+    if cpu.rerun_root:
+      rerun_evidence = claims.gather(cpu.rerun_root)
+      sections['cpu_unique'] = unique_section({_root_label(cpu.root): cpu_evidence,
+                                               _root_label(cpu.rerun_root): rerun_evidence})
+      sections['cpu_rerun'] = rerun_section(cpu_evidence, rerun_evidence)
     sections['verdicts'] = verdicts_section({
         'paper scale': found, 'CPU scale': claims.findings(cpu_evidence)})
   updated = fill(page, sections)
@@ -376,13 +497,18 @@ def build_parser() -> argparse.ArgumentParser:
                            f'\'\' leaves the CPU-scale sections as they are')
   parser.add_argument('--cpu_figures', default='',
                       help='folder of the CPU-scale figures (default: CPU_ROOT/figures)')
+  parser.add_argument('--cpu_rerun_root', default=CPU_RERUN_ROOT,
+                      help=f'folder of CPU-scale runs trained again from their config.json '
+                           f'(default: {CPU_RERUN_ROOT}), and their unique-architecture '
+                           f'rescorings; \'\' leaves those sections as they are')
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
-    cpu = cpu_scale(args.cpu_root, args.cpu_figures or None) if args.cpu_root else None
+    cpu = (cpu_scale(args.cpu_root, args.cpu_figures or None, args.cpu_rerun_root)
+           if args.cpu_root else None)
     found = write_page(args.root, args.page, args.figures, cpu)
   except claims.ReproductionError as e:
     print(f'error: {e}', file=sys.stderr)
