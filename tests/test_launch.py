@@ -2,8 +2,9 @@
 
 End-to-end runs are tiny main jobs on the CPU (configs/tiny.py shrunk further). Every
 sweep root's compilation cache is one folder (runs_root), so only the first job pays
-the compile (about a minute on 2 cores); the others take 10-25 s each. The progress and run-folder tests run
-fake jobs (a few lines of Python) through the local launcher instead.
+the compile (about a minute on 2 cores); the others take 10-25 s each. The progress
+and run-folder tests run fake jobs (a few lines of Python) through the local launcher
+instead.
 """
 import contextlib
 import dataclasses

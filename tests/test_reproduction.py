@@ -391,6 +391,11 @@ def test_a_run_trained_again_is_compared_seed_by_seed(bench, tmp_path):
   assert line.endswith('; with the first runs holds). The other verdicts stay.'), line
   assert reproduction_page.rerun_section(claims.gather(first), claims.gather(str(tmp_path))) \
       == ['No run of the queue has been trained again.']
+  # Package versions are named where they differ, not listed.
+  assert reproduction_page._provenance_text(  # pylint: disable=protected-access
+      {'packages': {'jax': '0.1'}, 'git_commit': 'abc'},
+      {'packages': {'jax': '0.2'}, 'git_commit': 'abc'}) == (
+          'the same: commit; different: package versions.')
 
 
 def test_a_proxy_ranking_of_the_whole_space_is_not_the_super_networks(bench, tmp_path):

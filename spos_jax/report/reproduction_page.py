@@ -2,7 +2,7 @@
 whole-space numbers against outside anchors.
 
   python -m spos_jax.reproduction --root=results/paper --page=REPRODUCTION.md \\
-      [--figures=results/paper/figures] [--cpu_root=results/cpu] \
+      [--figures=results/paper/figures] [--cpu_root=results/cpu] \\
       [--cpu_rerun_root=results/cpu_rerun]
 
 The page judges the claims at two scales, each from its own folder of runs and never
@@ -301,6 +301,23 @@ PROVENANCE = (('packages', 'package versions'), ('data_sha256', 'data contents (
               ('host_cpu', 'host CPU'))
 
 
+def _provenance_text(first: dict, again: dict) -> str:
+  """What two run_info.json records share and where they differ (package versions
+  named, not listed)."""
+  same, differ = [], []
+  for key, label in PROVENANCE:
+    if first.get(key) == again.get(key):
+      if key in first:
+        same.append(label)
+    elif key == 'packages':
+      differ.append(label)
+    else:
+      differ.append(f'{label}: {first.get(key, "not recorded")} → '
+                    f'{again.get(key, "not recorded")}')
+  return (f'the same: {", ".join(same) or "nothing recorded"}; '
+          f'different: {"; ".join(differ) or "nothing recorded"}.')
+
+
 def rerun_section(first: claims.Evidence, again: claims.Evidence) -> list[str]:
   """Runs trained twice from the same config.json: each seed's numbers side by side,
   and what differed in their records."""
@@ -334,14 +351,8 @@ def rerun_section(first: claims.Evidence, again: claims.Evidence) -> list[str]:
       cells.append(' → '.join(claims.fmt(r.metrics['tau_a']['per_seed'][seed], digits=3)
                               for r in runs))
       lines.append(f'| `{name}` | {seed} | ' + ' | '.join(cells) + ' |')
-    infos = (first.run_info.get(name, {}), again.run_info.get(name, {}))
-    same = [label for key, label in PROVENANCE
-            if key in infos[0] and infos[0].get(key) == infos[1].get(key)]
-    differ = [f'{label}: {infos[0].get(key, "not recorded")} → {infos[1].get(key, "not recorded")}'
-              for key, label in PROVENANCE if key != 'packages'
-              and infos[0].get(key) != infos[1].get(key)]
-    notes.append(f'`{name}`, the same: {", ".join(same) or "nothing recorded"}; '
-                 f'different: {"; ".join(differ) or "nothing recorded"}.')
+    notes.append(f'`{name}`, ' + _provenance_text(first.run_info.get(name, {}),
+                                                   again.run_info.get(name, {})))
   return (lines + ['', 'Each cell: first run → the run again.', '']
           + [f'- {n}' for n in notes] + ['', verdicts_with_reruns(first, again, names)])
 
