@@ -68,7 +68,7 @@ OVERRIDES = {
 }
 NUM_TRAIN = 350
 NUM_STEPS = 17
-SLOW_RANDOM_SIZE = 1000  # archs: a scoring of seconds on a CPU, to stop midway
+SLOW_RANDOM_SIZE = 2000  # archs: a scoring of seconds on a CPU, to stop midway
 RESULTS = 'running-groups'  # results.results_name of the default eval config
 TMP_SUFFIX = '.orbax-checkpoint-tmp'
 
@@ -512,7 +512,7 @@ def test_sigterm_while_scoring_stops_cleanly_and_the_rerun_scores(reference, tmp
              f'--config.eval.random_size={SLOW_RANDOM_SIZE}']
   env = subprocess_env(tmp_path)
   status, out, _ = signalled_main(command, env, tmp_path / 'scoring.log', ' seeds of step ',
-                                  [signal.SIGTERM], delay_s=0.5)
+                                  [signal.SIGTERM], delay_s=1.5)
   assert status == preemption.PREEMPTED_EXIT_CODE, out[-3000:]
   assert ('stopped by SIGTERM while scoring; no results were written; run the same '
           'command again to score again') in out, out[-3000:]
