@@ -53,19 +53,32 @@ class PreemptionWatcher:
 
   kept() says what stays on disk if the process ends now and what a rerun does (the
   line of a second Ctrl-C, which exits at once); it runs on the watching thread, so
-  it must only read (e.g. list a folder). A watcher entered while another is active (scoring
-  inside the train loop's ranking trajectory) leaves the signals to the outer one,
-  whose owner stops at its own safe point: the inner one never reports a request.
+  it must only read (e.g. list a folder). A watcher entered while another is active
+  leaves the signals to the outer one. By default the inner one never reports a
+  request: scoring inside the train loop's ranking trajectory must not end training
+  before the loop's own safe point (its checkpoint). An outer watcher made with
+  inner_stops=True lends its request to the watchers inside it: an evaluation watches
+  from its first step to its last, and the scoring inside stops at its next call.
   """
 
-  def __init__(self, kept: Callable[[], str] | None = None):
-    self.signal_name: str | None = None
+  def __init__(self, kept: Callable[[], str] | None = None, *, inner_stops: bool = False):
+    self._signal_name: str | None = None
     self._kept = kept
+    self._inner_stops = inner_stops
     self._previous = {}
     self._pipe = None
     self._previous_wakeup_fd = -1
     self._thread = None
     self._installed = False
+
+  @property
+  def signal_name(self) -> str | None:
+    """The first stop signal's name (SIGTERM, ...) or None; an inner watcher reports
+    the outer one's where that one was made with inner_stops=True."""
+    if self._installed or not _ACTIVE:
+      return self._signal_name
+    outer = _ACTIVE[0]
+    return outer.signal_name if outer._inner_stops else None  # pylint: disable=protected-access
 
   @property
   def requested(self) -> bool:
@@ -78,8 +91,8 @@ class PreemptionWatcher:
 
   def _handle(self, signum, frame):
     del frame
-    if self.signal_name is None:
-      self.signal_name = signal.Signals(signum).name
+    if self._signal_name is None:
+      self._signal_name = signal.Signals(signum).name
 
   def _watch_for_a_second_interrupt(self, read_fd: int) -> None:
     """Exit at once on the second SIGINT: the thread body reading the wakeup pipe."""

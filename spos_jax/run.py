@@ -35,6 +35,7 @@ from spos_jax import checkpoint
 from spos_jax import config as config_lib
 from spos_jax import data as data_lib
 from spos_jax import fewshot
+from spos_jax import preemption
 from spos_jax import proxies
 from spos_jax import results
 from spos_jax import scoring
@@ -167,44 +168,27 @@ def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = F
 
   states are the final ones; with eval.average_checkpoints=K each score is the mean
   over them and the K-1 earlier checkpoints of averaged_steps, restored from workdir
-  one at a time and scored the same way.
+  one at a time and scored the same way. SIGTERM, SIGUSR1 or Ctrl-C at any point
+  before the results are written stop it with preemption.Stopped, writing nothing
+  (the scoring at its next call, the rest before scoring starts).
   """
   name = results.results_name(config.eval)
   folder = results_folder(config, workdir)
-  refuse_existing_results(config, workdir, overwrite)
-  if bench is None:
-    bench = load_ranking_bench(config)
-  rows, groups, top_ns = scored_rows(config, bench)
-  _check_space_for_results(config, workdir, len(rows))
-  if data is None:
-    data = train_lib.load_device_data(config)
-  fewshot_run = config_lib.fewshot_enabled(config)
-  # A few-shot run scores each arch with the sub-network that holds its split op.
-  model = (fewshot.create_model if fewshot_run else train_lib.create_model)(config)
-  seed_variables = fewshot.seed_variables if fewshot_run else scoring.seed_variables
-  score_archs = fewshot.score_archs if fewshot_run else scoring.score_archs
-  recal = (scoring.recalibration_images(config, data)
-           if config.eval.bn_mode == 'recalibrate' else None)
-  seeds = tuple(config.seeds)
-  step = train_lib.step_of(states)
-  steps = averaged_steps(config, workdir, step)
-  logging.info('scoring %d archs x %d seeds of step %s (%s)', len(rows), len(seeds),
-               ' and '.join(map(str, steps)), name)
-  start = time.time()
-  scores = np.zeros((len(steps), len(seeds), len(rows)))
-  for k, scored_step in enumerate(steps):
-    if k:  # the final states are given; earlier ones come from their checkpoints
-      states = restore_step(config, workdir, scored_step, data,
-                            f'eval.average_checkpoints={len(steps)} averages it')
-    for i, seed in enumerate(seeds):
-      params, batch_stats = seed_variables(states, i)
-      scores[k, i] = score_archs(
-          config, model, params, batch_stats, bench.archs[rows], data, recal,
-          report=_scoring_progress(seed, k * len(seeds) + i, len(steps) * len(seeds), start,
-                                   _scoring_unit(config)))
-      logging.info('seed %d: scored %d archs at step %d', seed, len(rows), scored_step)
-  scores = scores.mean(axis=0)  # over checkpoints
-  rate = len(steps) * len(seeds) * len(rows) / (time.time() - start)
+  with preemption.PreemptionWatcher(kept=lambda: preemption.SCORE_AGAIN,
+                                    inner_stops=True) as watcher:
+    refuse_existing_results(config, workdir, overwrite)
+    if bench is None:
+      bench = load_ranking_bench(config)
+    rows, groups, top_ns = scored_rows(config, bench)
+    _check_space_for_results(config, workdir, len(rows))
+    if data is None:
+      data = train_lib.load_device_data(config)
+    step = train_lib.step_of(states)
+    steps = averaged_steps(config, workdir, step)
+    watcher.stop_if_requested('preparing to score')
+    start = time.time()
+    scores = _scores_of_steps(config, workdir, states, data, bench.archs[rows], steps)
+  rate = len(steps) * len(config.seeds) * len(rows) / (time.time() - start)
   eval_config = config.copy_and_resolve_references()
   with eval_config.unlocked():
     eval_config.eval.top_ns = top_ns
@@ -213,9 +197,40 @@ def evaluate_run(config, workdir: str, states, data=None, *, overwrite: bool = F
   writer = workdir_lib.summary_writer(workdir)
   results.write_tensorboard(writer, name, summary, step)
   writer.close()
-  logging.info('%s: %d archs x %d seeds at %.1f archs/s', folder, len(rows), len(seeds), rate)
+  logging.info('%s: %d archs x %d seeds at %.1f archs/s', folder, len(rows),
+               len(config.seeds), rate)
   print(results.format_summary(summary, folder), flush=True)
   return summary
+
+
+def _scores_of_steps(config, workdir: str, states, data, archs: np.ndarray,
+                     steps: list[int]) -> np.ndarray:
+  """Accuracy [seeds, archs] of archs, the mean over the checkpoints of steps (the
+  first is `states`; the others are restored from workdir one at a time)."""
+  fewshot_run = config_lib.fewshot_enabled(config)
+  # A few-shot run scores each arch with the sub-network that holds its split op.
+  model = (fewshot.create_model if fewshot_run else train_lib.create_model)(config)
+  seed_variables = fewshot.seed_variables if fewshot_run else scoring.seed_variables
+  score_archs = fewshot.score_archs if fewshot_run else scoring.score_archs
+  recal = (scoring.recalibration_images(config, data)
+           if config.eval.bn_mode == 'recalibrate' else None)
+  seeds = tuple(config.seeds)
+  logging.info('scoring %d archs x %d seeds of step %s (%s)', len(archs), len(seeds),
+               ' and '.join(map(str, steps)), results.results_name(config.eval))
+  start = time.time()
+  scores = np.zeros((len(steps), len(seeds), len(archs)))
+  for k, scored_step in enumerate(steps):
+    if k:  # the final states are given; earlier ones come from their checkpoints
+      states = restore_step(config, workdir, scored_step, data,
+                            f'eval.average_checkpoints={len(steps)} averages it')
+    for i, seed in enumerate(seeds):
+      params, batch_stats = seed_variables(states, i)
+      scores[k, i] = score_archs(
+          config, model, params, batch_stats, archs, data, recal,
+          report=_scoring_progress(seed, k * len(seeds) + i, len(steps) * len(seeds), start,
+                                   _scoring_unit(config)))
+      logging.info('seed %d: scored %d archs at step %d', seed, len(archs), scored_step)
+  return scores.mean(axis=0)
 
 
 def final_marker(config) -> str:
@@ -581,7 +596,10 @@ def rescore(workdir: str, overrides: dict, *, overwrite: bool = False) -> dict:
   final_step = workdir_lib.trained_step(workdir, final_marker(config))
   if final_step is not None:  # the checkpoints to average are there (no marker: refused below)
     averaged_steps(config, workdir, final_step)
-  with workdir_lib.lock(workdir):
+  # A stop while restoring is seen here; one while scoring, by the scoring inside.
+  with workdir_lib.lock(workdir), preemption.PreemptionWatcher(
+      kept=lambda: preemption.SCORE_AGAIN, inner_stops=True) as watcher:
     states, data = restore_trained_states(config, workdir)
     check_run_data(config, workdir, data)
+    watcher.stop_if_requested('restoring the run')
     return evaluate_run(config, workdir, states, data, overwrite=overwrite, bench=bench)

@@ -38,3 +38,17 @@ def test_an_inner_watcher_leaves_the_stop_to_the_outer_one():
       inner.stop_if_requested('scoring')  # no Stopped
       assert not inner.requested
     assert outer.requested and outer.signal_name == 'SIGTERM'
+
+
+def test_an_inner_watcher_stops_where_the_outer_one_lends_its_request():
+  """An evaluation watches from its first step (inner_stops=True): the scoring inside
+  stops at its next call on a signal that came before it started."""
+  with preemption.PreemptionWatcher(inner_stops=True) as outer:
+    _send(signal.SIGTERM)
+    with preemption.PreemptionWatcher() as inner:
+      assert inner.requested and inner.signal_name == 'SIGTERM'
+      with pytest.raises(preemption.Stopped, match='stopped by SIGTERM while scoring'):
+        inner.stop_if_requested('scoring')
+    assert outer.requested
+  with preemption.PreemptionWatcher() as alone:  # a request ends with its watcher
+    assert not alone.requested

@@ -68,7 +68,7 @@ OVERRIDES = {
 }
 NUM_TRAIN = 350
 NUM_STEPS = 17
-SLOW_RANDOM_SIZE = 2000  # archs: a scoring of seconds on a CPU, to stop midway
+SLOW_RANDOM_SIZE = 1000  # archs: a scoring of seconds on a CPU, to stop midway
 RESULTS = 'running-groups'  # results.results_name of the default eval config
 TMP_SUFFIX = '.orbax-checkpoint-tmp'
 
@@ -511,8 +511,10 @@ def test_sigterm_while_scoring_stops_cleanly_and_the_rerun_scores(reference, tmp
   command = [sys.executable, '-m', 'spos_jax.main', *main_flags(wd),
              f'--config.eval.random_size={SLOW_RANDOM_SIZE}']
   env = subprocess_env(tmp_path)
+  # The log line is written inside the evaluation's watcher: a signal right after it
+  # is caught whether the scoring has started or not.
   status, out, _ = signalled_main(command, env, tmp_path / 'scoring.log', ' seeds of step ',
-                                  [signal.SIGTERM], delay_s=1.5)
+                                  [signal.SIGTERM])
   assert status == preemption.PREEMPTED_EXIT_CODE, out[-3000:]
   assert ('stopped by SIGTERM while scoring; no results were written; run the same '
           'command again to score again') in out, out[-3000:]
@@ -526,6 +528,43 @@ def test_sigterm_while_scoring_stops_cleanly_and_the_rerun_scores(reference, tmp
   metrics = json.loads(read(os.path.join(folder, results.METRICS_FILE)))
   assert metrics['scored_step'] == NUM_STEPS
   assert metrics['evaluation']['eval.random_size'] == SLOW_RANDOM_SIZE
+
+
+class UnwatchedSignal(Exception):
+  """Raised by the test's own SIGTERM handler: the signal reached no watcher."""
+
+
+def test_sigterm_before_the_scoring_starts_stops_the_evaluation_cleanly(reference, tmp_path,
+                                                                      monkeypatch):
+  """SIGTERM while the evaluation prepares (bench rows, data, checkpoints to average),
+  before the first scoring call: preemption.Stopped, so the CLI exits 3 in one line,
+  nothing written, and the evaluation runs to the end afterwards. Without a watcher
+  there, the signal would reach the handler in place (here the test's, which raises
+  UnwatchedSignal; in a CLI the default one, which ends the process)."""
+  config = reference['config']
+  wd = copy_run(reference, tmp_path, keep_results=False)
+  real = run_lib.scored_rows
+
+  def scored_rows_then_sigterm(*args, **kwargs):
+    sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGTERM))
+    sender.start()
+    sender.join()
+    return real(*args, **kwargs)
+
+  def unwatched(signum, frame):
+    raise UnwatchedSignal(signal.Signals(signum).name)
+  previous = signal.signal(signal.SIGTERM, unwatched)
+  try:
+    with monkeypatch.context() as patch:
+      patch.setattr(run_lib, 'scored_rows', scored_rows_then_sigterm)
+      with pytest.raises(preemption.Stopped, match='stopped by SIGTERM while preparing to '
+                         'score; no results were written'):
+        run_lib.evaluate_run(config, wd, reference['trained'], reference['data'])
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert not os.path.exists(os.path.join(wd, 'results'))
+  run_lib.evaluate_run(config, wd, reference['trained'], reference['data'])
+  assert run_lib.results_complete(config, wd)
 
 
 # ---------------------------------------------------------- 4: corrupt checkpoints
@@ -570,7 +609,7 @@ def test_all_checkpoints_unreadable_refuses_to_start_and_touches_nothing(referen
     garble(os.path.join(wd, 'checkpoints', str(step)), 'truncate')
   before = snapshot(os.path.join(wd, 'checkpoints'))
   trained = read(os.path.join(wd, workdir_lib.TRAINED_MARKER))
-  monkeypatch.setattr(train, 'make_train_chunk',
+  monkeypatch.setattr(train, 'compile_train_chunk',
                       lambda *a, **k: pytest.fail('training started over unreadable checkpoints'))
   with pytest.raises(checkpoint.CheckpointError) as info:
     train.train(config, wd, reference['data'])
