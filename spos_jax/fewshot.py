@@ -324,7 +324,8 @@ def compile_train_chunk(config, model, tx, num_steps: int, states, data):
                             sub_networks_in_parallel=config.fewshot.sub_networks_in_parallel,
                             seeds_in_parallel=seeds_in_parallel)
   what = f'{train.training_description(config)}, {len(split_ops(config))} sub-networks each'
-  return train.compile_fitting(make_chunk, states, data, what, len(config.seeds))
+  return train.compile_fitting(make_chunk, states, data, what, len(config.seeds),
+                               train.program_key('fewshot', config, num_steps, states, data))
 
 
 def _check_one_shot_finished(oneshot_states, workdir: str) -> None:

@@ -19,7 +19,9 @@ Every step reports the update norms of the shared layers and of the cell ops;
 """
 from __future__ import annotations
 
+import collections
 import functools
+import json
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -447,7 +449,8 @@ def compile_gradient_probe(config, model, states, data) -> Callable | None:
     return jax.jit(over_seeds(one_seed, seeds_in_parallel, config.train.seed_loop))
   what = f'comparing the member gradients of {len(config.seeds)} seeds'
   try:
-    return compile_fitting(make, states, data, what, len(config.seeds))[0]
+    return compile_fitting(make, states, data, what, len(config.seeds),
+                           program_key('gradient_probe', config, 0, states, data))[0]
   except memory.DeviceMemoryError as e:
     logging.warning('%s; the run goes on without the shared_grads/ scalars', e)
     return None
@@ -551,17 +554,46 @@ def make_train_chunk(config, model, tx, num_steps: int, chunk: int, mesh=None,
                  chunk)
 
 
+# Compiled programs of this process, newest last, by program_key: the same program
+# asked for again (a resume in the same process, a sweep's repeated config, the
+# tests' many short runs) is neither traced nor compiled again. A few suffice.
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_KEPT = 8
+
+
+def program_key(kind: str, config, num_steps: int, states, data, mesh=None) -> str:
+  """What a compiled train program depends on: its kind, the whole config, the step
+  count, the device mesh, the backend's micro-step choice and x64, and each argument
+  array's shape, dtype, sharding and whether it is committed to its device (jit
+  compiles committed and uncommitted arrays apart)."""
+  arrays = [(x.shape, str(x.dtype), str(x.sharding), x.committed)
+            for x in jax.tree.leaves((states, data))]
+  return json.dumps([kind, config_lib.flatten(config), num_steps, str(mesh),
+                     unroll_micro_steps(), jax.config.jax_enable_x64, str(arrays)],
+                    sort_keys=True, default=str)
+
+
 def compile_fitting(make_chunk: Callable[[bool], Callable], states, data, what: str,
-                    num_seeds: int) -> tuple[Callable, bool]:
+                    num_seeds: int, key: str | None = None) -> tuple[Callable, bool]:
   """(compiled make_chunk(seeds_in_parallel), seeds_in_parallel): the seeds step one
   after another when all at once would not fit the device.
 
   what: the work, for messages ('training 5 seeds of C=32 N=2 at batch 256'). Memory
   that does not suffice even for one seed at a time is a DeviceMemoryError naming
-  the estimate and the limit, before anything runs.
+  the estimate and the limit, before anything runs. key (program_key) keeps the
+  compiled programs for the rest of the process; the memory rule is applied anew.
   """
   def compiled(seeds_in_parallel):
-    return make_chunk(seeds_in_parallel).lower(states, data).compile()
+    if key is None:
+      return make_chunk(seeds_in_parallel).lower(states, data).compile()
+    cache_key = (key, seeds_in_parallel)
+    if cache_key in _COMPILED:
+      _COMPILED.move_to_end(cache_key)
+    else:
+      _COMPILED[cache_key] = make_chunk(seeds_in_parallel).lower(states, data).compile()
+      while len(_COMPILED) > _COMPILED_KEPT:
+        _COMPILED.popitem(last=False)
+    return _COMPILED[cache_key]
   parallel = True
   train_chunk = compiled(parallel)
   if num_seeds > 1 and not memory.fits(train_chunk):
@@ -595,7 +627,8 @@ def compile_train_chunk(config, model, tx, num_steps: int, states, data, mesh=No
   def make_chunk(seeds_in_parallel):
     return make_train_chunk(config, model, tx, num_steps, chunk, mesh, seeds_in_parallel)
   return compile_fitting(make_chunk, states, data, training_description(config),
-                         len(config.seeds))
+                         len(config.seeds),
+                         program_key('train', config, num_steps, states, data, mesh))
 
 
 def format_eta(seconds: float) -> str:

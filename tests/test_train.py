@@ -850,6 +850,64 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(runs):
   assert workdir_lib.is_trained(runs['split_dir'])
 
 
+def test_a_compiled_train_step_is_reused_only_for_the_same_program(runs, tiny_config,
+                                                                  tmp_path, monkeypatch):
+  """train.train in the same process reuses a compiled train step only where the
+  program is the same (train.program_key): the runs' config compiles nothing again,
+  another learning rate compiles its own step, and the reused step gives what a
+  fresh compile gives. A key that ignored the config (the wrong variant) would hand
+  the other learning rate the runs' step: caught by the comparison."""
+  compiles = []
+  real_make = train.make_train_chunk
+
+  def counting_make(*args, **kwargs):
+    compiles.append(1)
+    return real_make(*args, **kwargs)
+  monkeypatch.setattr(train, 'make_train_chunk', counting_make)
+
+  def one_step(config, name):
+    del compiles[:]
+    wd = str(tmp_path / name)
+    train.train(config, wd, stop_after_steps=0)  # steps from restored arrays, as runs' do
+    return train.train(config, wd, stop_after_steps=1), len(compiles)
+
+  same, compiled = one_step(runs['config'], 'same')
+  assert compiled == 0  # the runs fixture compiled this program
+  other_config = tiny_config(**dict(RUN_FIELDS, **{'train.lr': 0.5}))
+  fresh, compiled = one_step(other_config, 'fresh')
+  assert compiled == 1
+  reused, compiled = one_step(other_config, 'reused')
+  assert compiled == 0
+  _assert_close(reused.params, fresh.params, rtol=0, atol=0, what='params')
+  _assert_close(reused.opt_state, fresh.opt_state, rtol=0, atol=0, what='opt_state')
+
+  real_key = train.program_key
+  monkeypatch.setattr(train, 'program_key',  # wrong: every config keyed as the runs'
+                      lambda kind, config, *a, **k: real_key(kind, runs['config'], *a, **k))
+  wrong, compiled = one_step(other_config, 'wrong')
+  assert compiled == 0
+  assert _max_change(wrong.params, fresh.params) > 1e-6
+  _assert_close(wrong.params, same.params, rtol=0, atol=0, what='params')
+
+
+def test_program_key_names_what_the_program_depends_on(base, tiny_config, tiny_data):
+  config, _, _, state = base
+  states = jax.tree.map(lambda x: x[None], state)
+  key = train.program_key('train', config, 10, states, tiny_data)
+  assert key == train.program_key('train', tiny_config(), 10, states, tiny_data)
+  committed = jax.device_put(states, jax.devices()[0])
+  as_f16 = jax.tree.map(lambda x: x.astype(jnp.float16) if x.dtype == jnp.float32 else x,
+                        states)
+  for other in [train.program_key('probe', config, 10, states, tiny_data),
+                train.program_key('train', tiny_config(**{'train.lr': 0.5}), 10, states,
+                                  tiny_data),
+                train.program_key('train', config, 11, states, tiny_data),
+                train.program_key('train', config, 10, as_f16, tiny_data),
+                train.program_key('train', config, 10, committed, tiny_data),
+                train.program_key('train', config, 10, states, tiny_data, mesh='a mesh')]:
+    assert other != key
+
+
 def _forbid_training(monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError('training work started')
